@@ -1,0 +1,169 @@
+"""Fixes that make basicsr 1.4.2 run on today's torch/torchvision, on CPU and GPU alike.
+
+Each fix is one row of the compatibility table in the project documentation; ``apply()`` is
+idempotent and must run before the first ``import basicsr`` (``import sdan_basicsr`` does it).
+"""
+import collections
+import os
+import sys
+
+_APPLIED = False
+
+#: Row 7: the only non-container globals in the training states the plugin saves
+#: (``MultiStepRestartLR`` keeps its milestones in a ``Counter``); allow-listed for
+#: ``torch.load(weights_only=True)``, which stays on for every file.
+SAFE_GLOBALS = (collections.Counter,)
+
+
+def _alias_functional_tensor() -> None:
+    """Row 1: ``torchvision.transforms.functional_tensor`` was removed in torchvision 0.17."""
+    if 'torchvision.transforms.functional_tensor' in sys.modules:
+        return
+    try:
+        import torchvision.transforms.functional_tensor  # noqa: F401
+    except ImportError:
+        import torchvision.transforms.functional as functional
+
+        sys.modules['torchvision.transforms.functional_tensor'] = functional
+
+
+def _strip_local_rank_argv() -> None:
+    """Row 6: ``torch.distributed.launch`` passes ``--local-rank=N``, which basicsr's argparse rejects."""
+    argv, skip = [], False
+    for arg in sys.argv:
+        if skip:
+            skip = False
+            continue
+        if arg.startswith('--local-rank') or arg.startswith('--local_rank'):
+            skip = '=' not in arg
+            continue
+        argv.append(arg)
+    sys.argv[:] = argv
+
+
+def load_resume_state(opt: dict):
+    """Rows 2, 3 and 7: device-aware, cwd-independent replacement of ``basicsr.train.load_resume_state``.
+
+    ``--auto_resume`` scans ``opt['path']['training_states']`` (absolute, from the options) instead
+    of a cwd-relative folder; the state is loaded onto the CPU with ``weights_only=True`` (the
+    optimizer and scheduler states are moved to the model's device when they are loaded into it).
+    """
+    import torch
+    from basicsr.utils.options import check_resume
+
+    resume_state_path = None
+    if opt['auto_resume']:
+        state_path = opt['path']['training_states']
+        if os.path.isdir(state_path):
+            states = [f for f in os.listdir(state_path) if f.endswith('.state')]
+            if states:
+                latest = max(float(f[:-len('.state')]) for f in states)
+                resume_state_path = os.path.join(state_path, f'{latest:.0f}.state')
+                opt['path']['resume_state'] = resume_state_path
+    elif opt['path'].get('resume_state'):
+        resume_state_path = opt['path']['resume_state']
+
+    if resume_state_path is None:
+        return None
+    resume_state = torch.load(resume_state_path, map_location='cpu', weights_only=True)
+    check_resume(opt, resume_state['iter'])
+    return resume_state
+
+
+def _init_dist_pytorch(backend: str = 'nccl', **kwargs) -> None:
+    """Row 4: with CUDA, bind the process to ``LOCAL_RANK``'s GPU and keep ``backend``; else use gloo."""
+    import torch
+    import torch.distributed as dist
+
+    if torch.cuda.is_available():
+        local_rank = int(os.environ.get('LOCAL_RANK', os.environ['RANK']))
+        torch.cuda.set_device(local_rank % torch.cuda.device_count())
+    else:
+        backend = 'gloo'
+    dist.init_process_group(backend=backend, **kwargs)
+
+
+def _init_dist_slurm(backend: str = 'nccl', port=None) -> None:
+    """Row 4 for ``--launcher slurm``: same environment as basicsr, gloo when there is no GPU."""
+    import subprocess
+
+    import torch
+    import torch.distributed as dist
+
+    proc_id = int(os.environ['SLURM_PROCID'])
+    ntasks = int(os.environ['SLURM_NTASKS'])
+    node_list = os.environ['SLURM_NODELIST']
+    if torch.cuda.is_available():
+        torch.cuda.set_device(proc_id % torch.cuda.device_count())
+    else:
+        backend = 'gloo'
+    addr = subprocess.getoutput(f'scontrol show hostname {node_list} | head -n1')
+    if port is not None:
+        os.environ['MASTER_PORT'] = str(port)
+    os.environ.setdefault('MASTER_PORT', '29500')
+    os.environ['MASTER_ADDR'] = addr
+    os.environ['WORLD_SIZE'] = str(ntasks)
+    os.environ['LOCAL_RANK'] = str(proc_id % max(torch.cuda.device_count(), 1))
+    os.environ['RANK'] = str(proc_id)
+    dist.init_process_group(backend=backend)
+
+
+def _model_to_device(self, net):
+    """Row 5: ``DistributedDataParallel`` with ``device_ids=None`` when the model lives on the CPU."""
+    import torch
+    from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+    net = net.to(self.device)
+    if self.opt['dist']:
+        find_unused_parameters = self.opt.get('find_unused_parameters', False)
+        device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
+        net = DistributedDataParallel(net, device_ids=device_ids, find_unused_parameters=find_unused_parameters)
+    elif self.opt['num_gpu'] > 1:
+        net = DataParallel(net)
+    return net
+
+
+def _load_network(self, net, load_path, strict=True, param_key='params'):
+    """Row 7: basicsr's ``BaseModel.load_network`` with an explicit ``weights_only=True`` load."""
+    import torch
+    from basicsr.utils import get_root_logger
+
+    logger = get_root_logger()
+    net = self.get_bare_model(net)
+    load_net = torch.load(load_path, map_location='cpu', weights_only=True)
+    if param_key is not None:
+        if param_key not in load_net and 'params' in load_net:
+            param_key = 'params'
+            logger.info('Loading: params_ema does not exist, use params.')
+        if param_key not in load_net:
+            raise KeyError(f'{load_path} has no key {param_key!r}; it holds {sorted(load_net)}')
+        load_net = load_net[param_key]
+    logger.info(f'Loading {net.__class__.__name__} model from {load_path}, with param key: [{param_key}].')
+    load_net = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in load_net.items()}
+    self._print_different_keys_loading(net, load_net, strict)
+    net.load_state_dict(load_net, strict=strict)
+
+
+def apply() -> None:
+    """Apply every fix once. Safe to call many times."""
+    global _APPLIED
+    if _APPLIED:
+        return
+    _alias_functional_tensor()
+    _strip_local_rank_argv()
+
+    import torch
+
+    torch.serialization.add_safe_globals(list(SAFE_GLOBALS))
+
+    import basicsr.train
+    import basicsr.utils.dist_util as dist_util
+    from basicsr.models.base_model import BaseModel
+
+    basicsr.train.load_resume_state = load_resume_state
+    dist_util._init_dist_pytorch = _init_dist_pytorch
+    dist_util._init_dist_slurm = _init_dist_slurm
+    BaseModel.model_to_device = _model_to_device
+    BaseModel.load_network = _load_network
+    _APPLIED = True
+

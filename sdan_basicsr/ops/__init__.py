@@ -1,0 +1,6 @@
+"""Deformable operators of the plugin: the squared deformable convolution (SDAN) and the
+deformable-kernel convolution (DKSAN)."""
+from .squared_deform_conv import (SquaredDeformConv2d, expand_squared_offset, resolve_backend,
+                                  squared_deform_conv2d)
+
+__all__ = ['SquaredDeformConv2d', 'expand_squared_offset', 'resolve_backend', 'squared_deform_conv2d']
