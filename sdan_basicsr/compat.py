@@ -49,7 +49,7 @@ def load_resume_state(opt: dict):
     optimizer and scheduler states are moved to the model's device when they are loaded into it).
     """
     import torch
-    from basicsr.utils.options import check_resume
+    from basicsr.utils import check_resume
 
     resume_state_path = None
     if opt['auto_resume']:
@@ -144,6 +144,29 @@ def _load_network(self, net, load_path, strict=True, param_key='params'):
     net.load_state_dict(load_net, strict=strict)
 
 
+def _video_validation_on_model_device(video_base_model) -> None:
+    """Row 8: ``VideoBaseModel.dist_validation`` allocates its metric table with ``device='cuda'``.
+
+    Replaces the method by a wrapper that allocates the table (same shape, ``float32``) on the
+    model's device before the first validation; basicsr's method then finds it and keeps it.
+    """
+    import torch
+
+    dist_validation = video_base_model.dist_validation
+
+    def device_aware_dist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        metrics = self.opt['val'].get('metrics')
+        if metrics is not None and not hasattr(self, 'metric_results'):
+            frames = collections.Counter(dataloader.dataset.data_info['folder'])
+            self.metric_results = {
+                folder: torch.zeros(num, len(metrics), dtype=torch.float32, device=self.device)
+                for folder, num in frames.items()
+            }
+        dist_validation(self, dataloader, current_iter, tb_logger, save_img)
+
+    video_base_model.dist_validation = device_aware_dist_validation
+
+
 def apply() -> None:
     """Apply every fix once. Safe to call many times."""
     global _APPLIED
@@ -165,5 +188,6 @@ def apply() -> None:
     dist_util._init_dist_slurm = _init_dist_slurm
     BaseModel.model_to_device = _model_to_device
     BaseModel.load_network = _load_network
+    _video_validation_on_model_device(basicsr.models.video_base_model.VideoBaseModel)
     _APPLIED = True
 

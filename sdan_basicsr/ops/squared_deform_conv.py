@@ -116,17 +116,16 @@ def _fast(x, theta, weight, bias, mask):
     """Exact conv-then-warp (SDAN spec, "fast path"): with one offset for all taps,
     Σ_k w_k · x(p + p_k + Θ(p)) = (w ∗ x)(p + Θ(p)), sampled bilinearly.
 
-    The convolution is computed one pixel beyond the image on every side (padding k//2 + 1),
-    where it still sees image pixels; further out it is exactly zero, which the warp's zero
-    padding supplies.
+    The convolution is computed k//2 pixels beyond the image on every side (padding k − 1), as far
+    as its window still sees image pixels; further out it is exactly zero, which the warp's zero
+    padding supplies. Pixel p of the image is pixel p + k//2 of that map.
     """
     k = weight.shape[-1]
-    pad = k // 2 + 1
-    conv = F.conv2d(x.contiguous(memory_format=torch.channels_last), weight, padding=pad)
+    conv = F.conv2d(x.contiguous(memory_format=torch.channels_last), weight, padding=k - 1)
     h, w = x.shape[2:]
-    ys = torch.arange(h, dtype=theta.dtype, device=theta.device).view(1, h, 1)
-    xs = torch.arange(w, dtype=theta.dtype, device=theta.device).view(1, 1, w)
-    out = _BilinearWarp.apply(conv, theta[:, 0] + ys + 1, theta[:, 1] + xs + 1)
+    ys = torch.arange(h, dtype=theta.dtype, device=theta.device).view(1, h, 1) + k // 2
+    xs = torch.arange(w, dtype=theta.dtype, device=theta.device).view(1, 1, w) + k // 2
+    out = _BilinearWarp.apply(conv, theta[:, 0] + ys, theta[:, 1] + xs)
     if mask is not None:
         out = out * mask
     if bias is not None:

@@ -1,0 +1,278 @@
+"""SDAN: Squared Deformable Alignment Network for learning misaligned optical zoom (Mei et al., ICME 2021).
+
+The network, its two named building blocks (:class:`SquaredDeformableAlignment`,
+:class:`CrossPackingAttention`) and the validity mask M' of eq. (6).
+"""
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from basicsr.archs.arch_util import ResidualBlockNoBN, make_layer
+from basicsr.archs.rcan_arch import ChannelAttention
+from basicsr.utils.registry import ARCH_REGISTRY
+from torch import nn
+from torchvision.ops import DeformConv2d
+
+from sdan_basicsr.ops import SquaredDeformConv2d
+
+#: Input channels of each ``in_format``: the RGGB mosaic, its 4-channel packing, or the camera RGB.
+IN_FORMAT_CHANNELS = {'bayer': 1, 'packed': 4, 'rgb': 3}
+#: Side of the pixel (un)shuffle of Cross Packing Attention; the network pads inputs to a multiple of it.
+CPA_PACKING = 8
+
+
+class SDANOutput(NamedTuple):
+    """What :class:`SDAN` returns.
+
+    Attributes:
+        sr (Tensor): Zoomed image X~ (N, 3, s·h, s·w).
+        aligned (Tensor): Aligned low-resolution image X' (N, 3, h, w).
+        mask (Tensor): Validity mask M' (N, 1, h, w) of eq. (6), no gradient.
+        offset (Tensor): Learned offsets Θ (N, 2, h, w) [dy, dx]; (N, 18, h, w) for per-tap offsets.
+    """
+    sr: torch.Tensor
+    aligned: torch.Tensor
+    mask: torch.Tensor
+    offset: torch.Tensor
+
+
+def validity_mask(offset: torch.Tensor) -> torch.Tensor:
+    """M' of eq. (6): 1 where the moved window centre (row + dy, col + dx) lies in [0, h) × [0, w).
+
+    Args:
+        offset (Tensor): (N, 2·k², h, w) in [dy, dx] × k² layout; the centre tap's pair is used
+            (for squared offsets, k = 1 and it is Θ itself).
+
+    Returns:
+        Tensor: (N, 1, h, w), detached, dtype of ``offset``.
+    """
+    n, c, h, w = offset.shape
+    centre = (c // 2) // 2 * 2
+    offset = offset.detach()
+    rows = offset[:, centre] + torch.arange(h, dtype=offset.dtype, device=offset.device).view(h, 1)
+    cols = offset[:, centre + 1] + torch.arange(w, dtype=offset.dtype, device=offset.device)
+    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+    return inside.unsqueeze(1).to(offset.dtype)
+
+
+class CrossPackingAttention(nn.Module):
+    """Cross Packing Attention (CPA, Sec. 3.2): channel attention on space-to-depth packed features.
+
+    pack = pixel_unshuffle(x, K) has C·K² channels at (h/K, w/K); with X the packed map flattened to
+    (C·K², L): E = X Xᵀ, E' = rowmax(E) − E, A = softmax(E'), out = γ·(A X) + X (DANet's channel
+    attention: no projections, no reduction), unpacked with pixel_shuffle. γ is a learnable scalar
+    initialised to 0, so the block starts as the identity. The attention is equivariant to any
+    permutation of the packed channels, so the toolbox's pixel (un)shuffle order is immaterial.
+
+    Args:
+        packing (int): Packing kernel K; h and w must be multiples of it. Default: 8.
+    """
+
+    def __init__(self, packing: int = CPA_PACKING):
+        super().__init__()
+        self.packing = packing
+        self.gamma = nn.Parameter(torch.zeros(1))
+
+    def attend(self, packed: torch.Tensor) -> torch.Tensor:
+        """A X for a packed map (N, C', h', w') → (N, C', h', w')."""
+        x = packed.flatten(2)
+        energy = torch.bmm(x, x.transpose(1, 2))
+        energy = energy.amax(dim=-1, keepdim=True) - energy
+        return torch.bmm(torch.softmax(energy, dim=-1), x).view_as(packed)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        if h % self.packing or w % self.packing:
+            raise ValueError(f'CrossPackingAttention needs h and w divisible by {self.packing}, got {tuple(x.shape)}')
+        attended = self.attend(F.pixel_unshuffle(x, self.packing))
+        return x + self.gamma * F.pixel_shuffle(attended, self.packing)
+
+
+def _attention(kind: str, num_feat: int) -> nn.Module:
+    if kind == 'cpa':
+        return CrossPackingAttention()
+    if kind == 'ca':
+        return ChannelAttention(num_feat, squeeze_factor=16)
+    if kind == 'none':
+        return nn.Identity()
+    raise ValueError(f"attention must be 'cpa', 'ca' or 'none', got {kind!r}")
+
+
+class SquaredDeformableAlignment(nn.Module):
+    """Squared deformable alignment module (Sec. 3.2, Fig. 2): offset learning + feature alignment.
+
+    Reference branch F^Y' = ReLU(conv(ref)); offset branch
+    conv(cat[F^X, F^Y']) → att → ReLU → conv → att → ReLU → conv → Θ; then eq. (4)/(5):
+    F^X' = ReLU(DCN(F^X, Θ)) with one (dy, dx) per pixel shared by the 9 taps (squared offsets), or
+    18 per-tap offsets (vanilla DCN, Table 2's first row).
+
+    Args:
+        num_feat (int): Feature channels C. Default: 64.
+        num_ref_ch (int): Reference channels (3, or 12 with flip augmentation). Default: 12.
+        offsets (str): ``squared`` (2 channels) or ``per_tap`` (18 channels, DCNv1). Default: ``squared``.
+        attention (str): ``cpa``, ``ca`` (RCAN's squeeze-excitation, reduction 16) or ``none``. Default: ``cpa``.
+        offset_init (str): ``kaiming`` (released: kaiming-normal offset convs, zero biases) or ``zero``
+            (the last offset conv starts at 0, so the module starts as a plain conv). Default: ``kaiming``.
+        modulation (bool): Also learn one modulation scalar per pixel, shared by all taps (sigmoid).
+            The released model has none. Default: False.
+        dcn_backend (str): Squared deformable conv backend (``auto``, ``fast``, ``torchvision``, ``mmcv``);
+            per-tap offsets always use ``torchvision.ops.deform_conv2d``. Default: ``auto``.
+    """
+
+    def __init__(self,
+                 num_feat: int = 64,
+                 num_ref_ch: int = 12,
+                 offsets: str = 'squared',
+                 attention: str = 'cpa',
+                 offset_init: str = 'kaiming',
+                 modulation: bool = False,
+                 dcn_backend: str = 'auto'):
+        super().__init__()
+        if offsets not in ('squared', 'per_tap'):
+            raise ValueError(f"offsets must be 'squared' or 'per_tap', got {offsets!r}")
+        if offset_init not in ('kaiming', 'zero'):
+            raise ValueError(f"offset_init must be 'kaiming' or 'zero', got {offset_init!r}")
+        self.offsets = offsets
+        self.modulation = modulation
+        self.num_offset_ch = 2 if offsets == 'squared' else 18
+        self.conv_ref = nn.Conv2d(num_ref_ch, num_feat, 3, 1, 1)
+        self.offset_conv1 = nn.Conv2d(2 * num_feat, num_feat, 3, 1, 1)
+        self.offset_att1 = _attention(attention, num_feat)
+        self.offset_conv2 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.offset_att2 = _attention(attention, num_feat)
+        self.offset_conv3 = nn.Conv2d(num_feat, self.num_offset_ch + int(modulation), 3, 1, 1)
+        if offsets == 'squared':
+            self.dcn = SquaredDeformConv2d(num_feat, num_feat, 3, backend=dcn_backend)
+        elif dcn_backend in ('auto', 'torchvision'):
+            self.dcn = DeformConv2d(num_feat, num_feat, 3, padding=1)
+        else:
+            raise ValueError(f"per_tap offsets need dcn_backend 'auto' or 'torchvision', got {dcn_backend!r}")
+        self.relu = nn.ReLU(inplace=True)
+        for conv in (self.offset_conv1, self.offset_conv2, self.offset_conv3):
+            nn.init.kaiming_normal_(conv.weight)
+            nn.init.zeros_(conv.bias)
+        if offset_init == 'zero':
+            nn.init.zeros_(self.offset_conv3.weight)
+
+    def forward(self, feat: torch.Tensor, ref: torch.Tensor):
+        """Align ``feat`` (F^X) to ``ref``; returns (F^X', Θ)."""
+        ref_feat = self.relu(self.conv_ref(ref))
+        x = self.relu(self.offset_att1(self.offset_conv1(torch.cat([feat, ref_feat], dim=1))))
+        x = self.relu(self.offset_att2(self.offset_conv2(x)))
+        x = self.offset_conv3(x)
+        offset = x[:, :self.num_offset_ch]
+        mask = torch.sigmoid(x[:, self.num_offset_ch:]) if self.modulation else None
+        if self.offsets == 'squared':
+            aligned = self.dcn(feat, offset, mask)
+        else:
+            aligned = self.dcn(feat, offset, None if mask is None else mask.expand(-1, 9, -1, -1))
+        return self.relu(aligned), offset
+
+
+@ARCH_REGISTRY.register()
+class SDAN(nn.Module):
+    """Squared Deformable Alignment Network (ICME 2021), an SRResNet with squared deformable alignment.
+
+    ``forward(x, ref)`` → :class:`SDANOutput` ``(sr, aligned, mask, offset)``. Training feeds
+    ``ref`` = Y' (the target bicubic-downsampled to the input grid), inference the RGB rendition of
+    the input shot. Layers: head conv+ReLU → :class:`SquaredDeformableAlignment` → X' = conv(F^X');
+    body of ``num_block`` residual blocks + conv, long skip from F^X'; tail of log2(s) ×
+    [conv(C→4C), PixelShuffle(2), ReLU] and a last conv, no clamp. Inputs whose size is not a
+    multiple of 8 (CPA's packing) are reflect-padded (which keeps the Bayer phase) and cropped back.
+
+    At the defaults it has 1,673,930 parameters (the released model: ~1.67 M; its residual blocks have
+    no biases, BasicSR's ``ResidualBlockNoBN`` used here has, +2,048).
+
+    Table 2 ablations by options: DCN = ``offsets='per_tap', attention='none', flip_ref=False``; SDCN =
+    ``attention='none', flip_ref=False``; + CL-Attention = ``attention='ca', flip_ref=False``;
+    + CP-Attention = ``flip_ref=False``; ++ Flip Augment = the defaults.
+
+    Args:
+        num_in_ch (int): Input channels; must match ``in_format`` (bayer 1, packed 4, rgb 3). Default: 1.
+        num_out_ch (int): Output channels. Default: 3.
+        num_feat (int): Feature channels. Default: 64.
+        num_block (int): Residual blocks in the body. Default: 16.
+        upscale (int): Zoom factor relative to the input grid, a power of 2 (4 for ``bayer``/``rgb``,
+            8 for ``packed`` on SR-RAW's 4X pairs). Default: 4.
+        in_format (str): ``bayer`` (RGGB mosaic, 1 channel), ``packed`` (R, Gr, B, Gb at half size)
+            or ``rgb``. Default: ``bayer``.
+        offsets (str): ``squared`` or ``per_tap``. Default: ``squared``.
+        attention (str): ``cpa``, ``ca`` or ``none``. Default: ``cpa``.
+        flip_ref (bool): Feed the reference with its flips along H, W and H+W (12 channels). Default: True.
+        offset_init (str): ``kaiming`` or ``zero``, see :class:`SquaredDeformableAlignment`. Default: ``kaiming``.
+        modulation (bool): Learn a per-pixel modulation of the DCN. Default: False.
+        dcn_backend (str): ``auto`` (= ``fast``), ``fast``, ``torchvision`` or ``mmcv``. Default: ``auto``.
+    """
+
+    def __init__(self,
+                 num_in_ch: int = 1,
+                 num_out_ch: int = 3,
+                 num_feat: int = 64,
+                 num_block: int = 16,
+                 upscale: int = 4,
+                 in_format: str = 'bayer',
+                 offsets: str = 'squared',
+                 attention: str = 'cpa',
+                 flip_ref: bool = True,
+                 offset_init: str = 'kaiming',
+                 modulation: bool = False,
+                 dcn_backend: str = 'auto'):
+        super().__init__()
+        if in_format not in IN_FORMAT_CHANNELS:
+            raise ValueError(f'in_format must be one of {sorted(IN_FORMAT_CHANNELS)}, got {in_format!r}')
+        if num_in_ch != IN_FORMAT_CHANNELS[in_format]:
+            raise ValueError(f"num_in_ch={num_in_ch} does not match in_format={in_format!r}, "
+                             f'which has {IN_FORMAT_CHANNELS[in_format]} channels')
+        if upscale < 1 or upscale & (upscale - 1):
+            raise ValueError(f'upscale must be a power of 2, got {upscale}')
+        self.num_in_ch = num_in_ch
+        self.upscale = upscale
+        self.in_format = in_format
+        self.flip_ref = flip_ref
+
+        self.conv_first = nn.Conv2d(num_in_ch, num_feat, 3, 1, 1)
+        self.align = SquaredDeformableAlignment(num_feat, 12 if flip_ref else 3, offsets, attention, offset_init,
+                                                modulation, dcn_backend)
+        self.conv_aligned = nn.Conv2d(num_feat, num_out_ch, 3, 1, 1)
+        self.body = make_layer(ResidualBlockNoBN, num_block, num_feat=num_feat, pytorch_init=True)
+        self.conv_body = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        upsample = []
+        for _ in range(int(math.log2(upscale))):
+            upsample += [nn.Conv2d(num_feat, 4 * num_feat, 3, 1, 1), nn.PixelShuffle(2), nn.ReLU(inplace=True)]
+        self.upsample = nn.Sequential(*upsample)
+        self.conv_last = nn.Conv2d(num_feat, num_out_ch, 3, 1, 1)
+        self.relu = nn.ReLU(inplace=True)
+
+    def _check(self, x: torch.Tensor, ref: torch.Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] != self.num_in_ch:
+            raise ValueError(f'x must have shape (N, {self.num_in_ch}, h, w) for in_format={self.in_format!r}, '
+                             f'got {tuple(x.shape)}')
+        if ref.dim() != 4 or ref.shape[1] != 3 or ref.shape[0] != x.shape[0] or ref.shape[2:] != x.shape[2:]:
+            raise ValueError(f'ref must have shape ({x.shape[0]}, 3, {x.shape[2]}, {x.shape[3]}) to match x '
+                             f'{tuple(x.shape)}, got {tuple(ref.shape)}')
+
+    @staticmethod
+    def _pad(t: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
+        if not pad_h and not pad_w:
+            return t
+        mode = 'reflect' if pad_h < t.shape[2] and pad_w < t.shape[3] else 'replicate'
+        return F.pad(t, (0, pad_w, 0, pad_h), mode=mode)
+
+    def forward(self, x: torch.Tensor, ref: torch.Tensor) -> SDANOutput:
+        self._check(x, ref)
+        h, w = x.shape[2:]
+        pad_h, pad_w = -h % CPA_PACKING, -w % CPA_PACKING
+        x, ref = self._pad(x, pad_h, pad_w), self._pad(ref, pad_h, pad_w)
+        if self.flip_ref:
+            ref = torch.cat([ref, ref.flip(2), ref.flip(3), ref.flip(2, 3)], dim=1)
+
+        feat = self.relu(self.conv_first(x))
+        aligned_feat, offset = self.align(feat, ref)
+        aligned = self.conv_aligned(aligned_feat)
+        feat = self.conv_body(self.body(aligned_feat)) + aligned_feat
+        sr = self.conv_last(self.upsample(feat))
+
+        offset = offset[..., :h, :w]
+        s = self.upscale
+        return SDANOutput(sr[..., :s * h, :s * w], aligned[..., :h, :w], validity_mask(offset), offset)

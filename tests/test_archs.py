@@ -1,0 +1,35 @@
+"""One test over every arch the plugin registers: forward at tiny sizes, shapes, finite, gradients everywhere.
+
+An arch registered without an entry in ``TINY`` fails here, so every new arch is tested from the start.
+"""
+import pytest
+import torch
+from basicsr.utils.registry import ARCH_REGISTRY
+
+# name → (tiny constructor kwargs, input shapes, expected output shape of the main output)
+TINY = {
+    'SDAN': (dict(num_feat=8, num_block=2), [(2, 1, 12, 16), (2, 3, 12, 16)], (2, 3, 48, 64)),
+}
+
+
+def plugin_archs():
+    return sorted(name for name, obj in ARCH_REGISTRY._obj_map.items() if obj.__module__.startswith('sdan_basicsr'))
+
+
+def test_every_plugin_arch_has_a_tiny_config():
+    assert plugin_archs(), 'the plugin registers no arch'
+    assert set(plugin_archs()) == set(TINY)
+
+
+@pytest.mark.parametrize('name', plugin_archs())
+def test_forward_backward(name):
+    kwargs, input_shapes, out_shape = TINY[name]
+    net = ARCH_REGISTRY.get(name)(**kwargs)
+    inputs = [torch.rand(shape) for shape in input_shapes]
+    out = net(*inputs)
+    outputs = tuple(out) if isinstance(out, tuple) else (out, )
+    assert outputs[0].shape == out_shape
+    assert all(torch.isfinite(o).all() for o in outputs)
+    sum(o.float().mean() for o in outputs if o.requires_grad).backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None]
+    assert not missing, f'no gradient reaches {missing}'

@@ -1,0 +1,156 @@
+"""SDAN: mask, Cross Packing Attention, Table 2 configurations, parameter count, padding, bad input."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sdan_basicsr.archs.sdan_arch import (SDAN, CrossPackingAttention, SquaredDeformableAlignment, SDANOutput,
+                                          validity_mask)
+
+TINY = dict(num_feat=8, num_block=1)
+# Table 2 of the paper: (offsets, attention, flip_ref)
+TABLE2 = {
+    'DCN': dict(offsets='per_tap', attention='none', flip_ref=False),
+    'SDCN': dict(offsets='squared', attention='none', flip_ref=False),
+    '+ CL-Attention': dict(offsets='squared', attention='ca', flip_ref=False),
+    '+ CP-Attention': dict(offsets='squared', attention='cpa', flip_ref=False),
+    '++ Flip Augment': dict(offsets='squared', attention='cpa', flip_ref=True),
+}
+
+
+def test_mask_for_known_offsets():
+    h, w = 4, 5
+    offset = torch.zeros(1, 2, h, w)
+    offset[0, 0, 0, 0] = -0.5  # row 0 − 0.5: outside
+    offset[0, 1, 1, 4] = 1.0  # column 5 = w: outside
+    offset[0, 1, 1, 3] = 0.9  # column 3.9 < w: inside
+    offset[0, 0, 3, 1] = -3.0  # row 0: inside (boundary included)
+    offset[0, 0, 3, 2] = 1e-3  # row 3.001 ≥ h − 1 but < h: inside
+    expected = torch.ones(1, 1, h, w)
+    expected[0, 0, 0, 0] = expected[0, 0, 1, 4] = 0
+    assert torch.equal(validity_mask(offset), expected)
+
+
+def test_mask_of_per_tap_offsets_uses_the_centre_tap():
+    offset = torch.zeros(1, 18, 3, 3)
+    offset[:, :8] = 100.0  # taps before the centre: ignored
+    offset[0, 9, 1, 1] = -5.0  # centre tap dx: outside at (1, 1)
+    expected = torch.ones(1, 1, 3, 3)
+    expected[0, 0, 1, 1] = 0
+    assert torch.equal(validity_mask(offset), expected)
+
+
+def test_network_mask_is_validity_of_its_offset():
+    net = SDAN(**TINY)
+    out = net(torch.rand(1, 1, 16, 16), torch.rand(1, 3, 16, 16))
+    assert torch.equal(out.mask, validity_mask(out.offset))
+    assert not out.mask.requires_grad
+
+
+def test_cpa_with_zero_gamma_is_identity():
+    cpa = CrossPackingAttention()
+    assert cpa.gamma.item() == 0
+    x = torch.randn(2, 3, 16, 24)
+    assert torch.equal(cpa(x), x)
+
+
+def test_cpa_matches_definition():
+    cpa = CrossPackingAttention(packing=4)
+    cpa.gamma.data.fill_(0.7)
+    x = torch.randn(2, 2, 8, 12, dtype=torch.float64)
+    packed = F.pixel_unshuffle(x, 4).flatten(2)
+    energy = packed @ packed.transpose(1, 2)
+    attention = torch.softmax(energy.max(-1, keepdim=True)[0] - energy, -1)
+    expected = F.pixel_shuffle((0.7 * attention @ packed + packed).view(2, 32, 2, 3), 4)
+    torch.testing.assert_close(cpa.to(torch.float64)(x), expected)
+
+
+def test_cpa_is_equivariant_to_packing_channel_order():
+    cpa = CrossPackingAttention(packing=4).to(torch.float64)
+    cpa.gamma.data.fill_(0.5)
+    packed = torch.randn(1, 48, 3, 2, dtype=torch.float64)
+    perm = torch.randperm(48)
+    torch.testing.assert_close(cpa.attend(packed[:, perm]), cpa.attend(packed)[:, perm])
+
+
+def test_cpa_rejects_sizes_it_cannot_pack():
+    with pytest.raises(ValueError, match=r'divisible by 8, got \(1, 2, 12, 16\)'):
+        CrossPackingAttention()(torch.zeros(1, 2, 12, 16))
+
+
+@pytest.mark.parametrize('row', list(TABLE2))
+def test_table2_configurations_build_and_run(row):
+    net = SDAN(num_feat=16, num_block=1, **TABLE2[row])  # 16 channels: RCAN's attention squeezes by 16
+    out = net(torch.rand(2, 1, 16, 16), torch.rand(2, 3, 16, 16))
+    assert out.sr.shape == (2, 3, 64, 64)
+    assert out.offset.shape == (2, 18 if row == 'DCN' else 2, 16, 16)
+    (out.sr.mean() + out.aligned.mean()).backward()
+    assert all(p.grad is not None for p in net.parameters())
+
+
+def test_parameter_count_at_defaults():
+    count = sum(p.numel() for p in SDAN().parameters())
+    assert abs(count - 1.67e6) / 1.67e6 < 0.02, count
+
+
+@pytest.mark.parametrize('in_format, channels, upscale', [('bayer', 1, 4), ('packed', 4, 8), ('rgb', 3, 4)])
+def test_input_formats(in_format, channels, upscale):
+    net = SDAN(num_in_ch=channels, upscale=upscale, in_format=in_format, **TINY)
+    out = net(torch.rand(1, channels, 8, 16), torch.rand(1, 3, 8, 16))
+    assert isinstance(out, SDANOutput)
+    assert out.sr.shape == (1, 3, 8 * upscale, 16 * upscale)
+    assert out.aligned.shape == (1, 3, 8, 16) and out.mask.shape == (1, 1, 8, 16)
+
+
+def test_sizes_not_multiple_of_8_are_padded_and_cropped_back():
+    net = SDAN(**TINY).eval()
+    x, ref = torch.rand(1, 1, 19, 13), torch.rand(1, 3, 19, 13)
+    out = net(x, ref)
+    assert out.sr.shape == (1, 3, 76, 52)
+    assert out.aligned.shape == out.mask.shape[:1] + (3, 19, 13) and out.offset.shape == (1, 2, 19, 13)
+    # the padding is reflect padding: an input that is already padded gives the same result inside
+    padded = net(F.pad(x, (0, 3, 0, 5), mode='reflect'), F.pad(ref, (0, 3, 0, 5), mode='reflect'))
+    torch.testing.assert_close(padded.sr[..., :76, :52], out.sr)
+
+
+@pytest.mark.parametrize('backend', ['torchvision', 'fast'])
+def test_dcn_backends_give_the_same_network_output(backend):
+    torch.manual_seed(1)
+    ref_net = SDAN(**TINY, dcn_backend='torchvision').double()
+    net = SDAN(**TINY, dcn_backend=backend).double()
+    net.load_state_dict(ref_net.state_dict())
+    x, ref = torch.rand(1, 1, 16, 16, dtype=torch.float64), torch.rand(1, 3, 16, 16, dtype=torch.float64)
+    torch.testing.assert_close(net(x, ref).sr, ref_net(x, ref).sr, rtol=0, atol=1e-10)
+
+
+def test_zero_offset_init_starts_as_plain_convolution():
+    align = SquaredDeformableAlignment(num_feat=8, num_ref_ch=3, offset_init='zero')
+    feat, ref = torch.rand(1, 8, 16, 16), torch.rand(1, 3, 16, 16)
+    aligned, offset = align(feat, ref)
+    assert torch.equal(offset, torch.zeros_like(offset))
+    torch.testing.assert_close(aligned, F.relu(F.conv2d(feat, align.dcn.weight, align.dcn.bias, padding=1)))
+
+
+def test_modulation_option_learns_a_per_pixel_scalar():
+    net = SDAN(**TINY, modulation=True)
+    assert net.align.offset_conv3.out_channels == 3
+    net(torch.rand(1, 1, 8, 8), torch.rand(1, 3, 8, 8)).sr.mean().backward()
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(in_format='packed'), r"num_in_ch=1 does not match in_format='packed', which has 4 channels"),
+    (dict(upscale=3), 'upscale must be a power of 2, got 3'),
+    (dict(attention='se'), "attention must be 'cpa', 'ca' or 'none', got 'se'"),
+    (dict(offsets='per_tap', dcn_backend='fast'), "per_tap offsets need dcn_backend 'auto' or 'torchvision'"),
+])
+def test_bad_options(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SDAN(**kwargs)
+
+
+@pytest.mark.parametrize('x_shape, ref_shape, message', [
+    ((1, 3, 16, 16), (1, 3, 16, 16), r"x must have shape \(N, 1, h, w\) for in_format='bayer', got \(1, 3, 16, 16\)"),
+    ((1, 1, 16, 16), (1, 3, 8, 8), r'ref must have shape \(1, 3, 16, 16\) to match x \(1, 1, 16, 16\), got \(1, 3, 8, 8\)'),
+])
+def test_bad_input_names_tensor_and_shapes(x_shape, ref_shape, message):
+    with pytest.raises(ValueError, match=message):
+        SDAN(**TINY)(torch.zeros(x_shape), torch.zeros(ref_shape))
