@@ -1,0 +1,1 @@
+"""Command-line helpers of the plugin (data preparation)."""
