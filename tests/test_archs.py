@@ -9,6 +9,12 @@ from basicsr.utils.registry import ARCH_REGISTRY
 # name → (tiny constructor kwargs, input shapes, expected output shape of the main output)
 TINY = {
     'SDAN': (dict(num_feat=8, num_block=2), [(2, 1, 12, 16), (2, 3, 12, 16)], (2, 3, 48, 64)),
+    'Bicubic': (dict(upscale=4), [(2, 3, 6, 5)], (2, 3, 24, 20)),
+    'DKSAN': (dict(num_feat=16, num_frame=3, num_extract_block=1, num_rcab=1, upscale=4, squeeze_factor=4,
+                   num_dk_align=1, num_dk_attn=1, num_dk_light=1, deformable_groups=2),
+              [(1, 3, 3, 8, 8)], (1, 3, 32, 32)),
+    'MSFFN': (dict(num_feat=8, num_frame=3, num_extract_block=1, num_block=2, deformable_groups=2),
+              [(1, 3, 3, 8, 8)], (1, 3, 32, 32)),
 }
 
 
@@ -30,6 +36,7 @@ def test_forward_backward(name):
     outputs = tuple(out) if isinstance(out, tuple) else (out, )
     assert outputs[0].shape == out_shape
     assert all(torch.isfinite(o).all() for o in outputs)
-    sum(o.float().mean() for o in outputs if o.requires_grad).backward()
+    if any(True for _ in net.parameters()):
+        sum(o.float().mean() for o in outputs if o.requires_grad).backward()
     missing = [n for n, p in net.named_parameters() if p.grad is None]
     assert not missing, f'no gradient reaches {missing}'

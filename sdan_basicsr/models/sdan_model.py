@@ -1,0 +1,230 @@
+"""SDANModel: BasicSR's ``SRModel`` for misaligned optical-zoom pairs (SDAN, any registered SR arch, GAN optional).
+
+Training feeds {X, Y'} (Y' = the target bicubic-downsampled to the input grid), testing {X, X_rgb}.
+"""
+import inspect
+from collections import OrderedDict
+from os import path as osp
+
+import torch
+import torch.nn.functional as F
+from basicsr.archs import build_network
+from basicsr.losses import build_loss
+from basicsr.metrics import calculate_metric
+from basicsr.models.sr_model import SRModel
+from basicsr.utils import imwrite, tensor2img
+from basicsr.utils.registry import MODEL_REGISTRY
+from tqdm import tqdm
+
+from sdan_basicsr.losses.masked_dual_l1_loss import MaskedDualL1Loss
+
+
+def downsample_to(img: torch.Tensor, size) -> torch.Tensor:
+    """Y' of the paper: ``img`` bicubic-downsampled (antialiased) to ``size`` (h, w)."""
+    return F.interpolate(img, size=tuple(size), mode='bicubic', align_corners=False, antialias=True)
+
+
+def apply_white_balance(img: torch.Tensor, wb: torch.Tensor) -> torch.Tensor:
+    """Re-apply the camera white balance to a no-white-balance RGB output (N, 3, H, W) in [0, 1].
+
+    ``wb`` (N, 4) holds the gains [R, G, G, B]; channel c is multiplied by gain^(1/2.2) and clipped.
+    """
+    gains = wb[:, [0, 1, 3]].to(img.dtype).pow(1 / 2.2).view(-1, 3, 1, 1)
+    return (img * gains).clamp(0, 1)
+
+
+def pad_to_multiple(img: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Reflect-pad bottom/right to a multiple of ``multiple`` (reflection keeps a Bayer mosaic's phase)."""
+    h, w = img.shape[-2:]
+    pad_h, pad_w = -h % multiple, -w % multiple
+    if not pad_h and not pad_w:
+        return img
+    mode = 'reflect' if pad_h < h and pad_w < w else 'replicate'
+    return F.pad(img, (0, pad_w, 0, pad_h), mode=mode)
+
+
+@MODEL_REGISTRY.register()
+class SDANModel(SRModel):
+    """``SRModel`` for SR-RAW-style pairs; differs only in what it feeds the network and how it scores.
+
+    - Networks whose ``forward`` takes a reference (SDAN) get ``(lq, Y')`` in training and
+      ``(lq, lq_rgb)`` in testing; any other registered arch gets ``lq`` alone.
+    - ``pixel_opt`` of type ``MaskedDualL1Loss`` gets eq. (6)'s terms (X~, Y, X', Y', M'); a network
+      that returns a plain tensor gets the HR term with a mask of ones. Other pixel losses get (X~, Y).
+      ``perceptual_opt`` and, with ``network_d``, ``gan_opt`` / ``optim_d`` / ``net_d_iters`` /
+      ``net_d_init_iters`` work as in BasicSR's ``SRGANModel``.
+    - A non-finite loss stops training with the iteration named, before the weights are touched.
+    - Testing pads inputs to a multiple of ``val.pad_multiple`` (default 32) and crops back; metrics
+      compare the network's no-white-balance output with the target, saved images re-apply ``wb``.
+    """
+
+    def __init__(self, opt):
+        super().__init__(opt)
+        forward = inspect.signature(self.get_bare_model(self.net_g).forward)
+        required = [p for p in forward.parameters.values()
+                    if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        self.uses_ref = len(required) >= 2
+
+    # ---------------------------------------------------------------- training set-up
+    def init_training_settings(self):
+        self.net_d = None
+        if self.opt.get('network_d'):
+            self.net_d = self.model_to_device(build_network(self.opt['network_d']))
+            self.print_network(self.net_d)
+            load_path = self.opt['path'].get('pretrain_network_d')
+            if load_path is not None:
+                self.load_network(self.net_d, load_path, self.opt['path'].get('strict_load_d', True),
+                                  self.opt['path'].get('param_key_d', 'params'))
+            self.net_d.train()
+            train_opt = self.opt['train']
+            self.cri_gan = build_loss(train_opt['gan_opt']).to(self.device)
+            self.net_d_iters = train_opt.get('net_d_iters', 1)
+            self.net_d_init_iters = train_opt.get('net_d_init_iters', 0)
+        super().init_training_settings()
+
+    def setup_optimizers(self):
+        super().setup_optimizers()
+        if self.net_d is not None:
+            optim_opt = dict(self.opt['train']['optim_d'])
+            self.optimizer_d = self.get_optimizer(optim_opt.pop('type'), self.net_d.parameters(), **optim_opt)
+            self.optimizers.append(self.optimizer_d)
+
+    # ---------------------------------------------------------------- data and forward
+    def feed_data(self, data):
+        super().feed_data(data)
+        self.lq_rgb = data['lq_rgb'].to(self.device) if 'lq_rgb' in data else None
+        self.wb = data['wb'].to(self.device) if 'wb' in data else None
+
+    def _run(self, net, lq, ref):
+        """Forward ``net``; returns (X~, X', M'), the last two None for plain SR archs."""
+        out = net(lq, ref) if self.uses_ref else net(lq)
+        if isinstance(out, tuple) and hasattr(out, 'sr'):
+            return out.sr, out.aligned, out.mask
+        return out, None, None
+
+    def optimize_parameters(self, current_iter):
+        ref = downsample_to(self.gt, self.lq.shape[-2:]) if self.uses_ref else None
+        step_g = self.net_d is None or (current_iter % self.net_d_iters == 0
+                                        and current_iter > self.net_d_init_iters)
+        loss_dict = OrderedDict()
+        if self.net_d is not None:
+            for p in self.net_d.parameters():
+                p.requires_grad = False
+
+        self.optimizer_g.zero_grad()
+        self.output, aligned, mask = self._run(self.net_g, self.lq, ref)
+        if step_g:
+            l_total = 0
+            if self.cri_pix:
+                if isinstance(self.cri_pix, MaskedDualL1Loss):
+                    loss_dict['l_pix'] = self.cri_pix(self.output, self.gt, aligned, ref, mask)
+                else:
+                    loss_dict['l_pix'] = self.cri_pix(self.output, self.gt)
+            if self.cri_perceptual:
+                l_percep, l_style = self.cri_perceptual(self.output, self.gt)
+                if l_percep is not None:
+                    loss_dict['l_percep'] = l_percep
+                if l_style is not None:
+                    loss_dict['l_style'] = l_style
+            if self.net_d is not None:
+                loss_dict['l_g_gan'] = self.cri_gan(self.net_d(self.output), True, is_disc=False)
+            l_total = sum(loss_dict.values())
+            self._check_finite(l_total, current_iter, loss_dict)
+            l_total.backward()
+            self.optimizer_g.step()
+
+        if self.net_d is not None:
+            for p in self.net_d.parameters():
+                p.requires_grad = True
+            self.optimizer_d.zero_grad()
+            real_pred = self.net_d(self.gt)
+            fake_pred = self.net_d(self.output.detach())
+            loss_dict['l_d_real'] = self.cri_gan(real_pred, True, is_disc=True)
+            loss_dict['l_d_fake'] = self.cri_gan(fake_pred, False, is_disc=True)
+            loss_dict['out_d_real'] = real_pred.detach().mean()
+            loss_dict['out_d_fake'] = fake_pred.detach().mean()
+            l_d = loss_dict['l_d_real'] + loss_dict['l_d_fake']
+            self._check_finite(l_d, current_iter, loss_dict)
+            l_d.backward()
+            self.optimizer_d.step()
+
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
+
+    @staticmethod
+    def _check_finite(loss: torch.Tensor, current_iter: int, loss_dict) -> None:
+        if not torch.isfinite(loss):
+            terms = ', '.join(f'{k}={v.item():.4g}' for k, v in loss_dict.items())
+            raise FloatingPointError(f'non-finite loss at iteration {current_iter} ({terms}); training stopped '
+                                     'before this step changed any weight. The checkpoints saved so far are intact.')
+
+    def test(self):
+        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
+        multiple = self.opt.get('val', {}).get('pad_multiple', 32)
+        h, w = self.lq.shape[-2:]
+        ref = None
+        if self.uses_ref:
+            if self.lq_rgb is None:
+                raise KeyError("the dataset gives no 'lq_rgb', the RGB reference SDAN needs at test time")
+            ref = pad_to_multiple(self.lq_rgb, multiple)
+        was_training = net.training
+        net.eval()
+        lq = pad_to_multiple(self.lq, multiple)
+        with torch.no_grad():
+            sr, _, _ = self._run(net, lq, ref)
+        net.train(was_training)
+        scale = sr.shape[-1] // lq.shape[-1]
+        self.output = sr[..., :scale * h, :scale * w]
+
+    def get_current_visuals(self):
+        visuals = super().get_current_visuals()
+        if self.wb is not None:
+            visuals['result_wb'] = apply_white_balance(self.output.detach(), self.wb).cpu()
+        return visuals
+
+    # ---------------------------------------------------------------- validation
+    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        """``SRModel.nondist_validation`` with white balance re-applied to the saved images."""
+        dataset_name = dataloader.dataset.opt['name']
+        metrics_opt = self.opt['val'].get('metrics')
+        if metrics_opt:
+            if not hasattr(self, 'metric_results'):
+                self.metric_results = {metric: 0 for metric in metrics_opt}
+            self._initialize_best_metric_results(dataset_name)
+            self.metric_results = {metric: 0 for metric in self.metric_results}
+        pbar = tqdm(total=len(dataloader), unit='image') if self.opt['val'].get('pbar', False) else None
+
+        for idx, val_data in enumerate(dataloader):
+            img_name = osp.splitext(osp.basename(val_data['lq_path'][0]))[0]
+            if 'scene' in val_data:
+                img_name = f"{val_data['scene'][0]}_{img_name}"
+            self.feed_data(val_data)
+            self.test()
+            visuals = self.get_current_visuals()
+            metric_data = {'img': tensor2img([visuals['result']])}
+            if 'gt' in visuals:
+                metric_data['img2'] = tensor2img([visuals['gt']])
+                del self.gt
+            if save_img:
+                if self.opt['is_train']:
+                    path = osp.join(self.opt['path']['visualization'], img_name, f'{img_name}_{current_iter}.png')
+                else:
+                    suffix = self.opt['val'].get('suffix') or self.opt['name']
+                    path = osp.join(self.opt['path']['visualization'], dataset_name, f'{img_name}_{suffix}.png')
+                imwrite(tensor2img([visuals.get('result_wb', visuals['result'])]), path)
+            del self.lq, self.output
+            if metrics_opt:
+                for name, opt_ in metrics_opt.items():
+                    self.metric_results[name] += calculate_metric(metric_data, opt_)
+            if pbar:
+                pbar.update(1)
+                pbar.set_description(f'Test {img_name}')
+        if pbar:
+            pbar.close()
+
+        if metrics_opt:
+            for metric in self.metric_results:
+                self.metric_results[metric] /= (idx + 1)
+                self._update_best_metric_result(dataset_name, metric, self.metric_results[metric], current_iter)
+            self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
