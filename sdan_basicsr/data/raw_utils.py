@@ -1,0 +1,431 @@
+"""Reading and writing SR-RAW files: RAW mosaics through rawpy, EXIF, ``tform.txt`` and ``wb.txt``.
+
+Every mosaic leaves this module black/white-level normalised and in RGGB phase; packing order is
+(0,0), (0,1), (1,1), (1,0) → R, Gr, B, Gb, as in the public SR-RAW loaders.
+"""
+import os
+import os.path as osp
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import rawpy
+import tifffile
+import torch
+from PIL import Image
+
+#: Black and white level of the Sony ARW files of SR-RAW (what the public loaders hard-code).
+SONY_BLACK_LEVEL = 512
+SONY_WHITE_LEVEL = 16383
+
+#: Positions inside a 2×2 RGGB block, in packing order: R, Gr, B, Gb.
+PACK_ORDER = ((0, 0), (0, 1), (1, 1), (1, 0))
+
+#: (row, column) to crop from the top-left so that a mosaic of this pattern starts with R.
+CFA_OFFSETS = {'RGGB': (0, 0), 'GRBG': (0, 1), 'GBRG': (1, 0), 'BGGR': (1, 1)}
+
+#: EXIF tags.
+FOCAL_LENGTH_TAG = 37386
+ORIENTATION_TAG = 274
+EXIF_IFD_TAG = 0x8769
+
+Array = Union[np.ndarray, torch.Tensor]
+
+
+class RawReadError(OSError):
+    """A file that rawpy (LibRaw) cannot read, or that is not a Bayer RAW; the message names the file."""
+
+
+def cfa_pattern(raw: 'rawpy.RawPy') -> str:
+    """Name the 2×2 colour filter pattern of an opened RAW file, e.g. ``'RGGB'``.
+
+    Args:
+        raw (rawpy.RawPy): An opened file.
+
+    Returns:
+        str: Four letters, row-major over the top-left 2×2 block of the visible image.
+    """
+    desc = raw.color_desc.decode()
+    pattern = raw.raw_pattern
+    if pattern is None or pattern.shape != (2, 2):
+        raise ValueError('not a 2x2 Bayer colour filter array')
+    return ''.join(desc[int(c)] for c in pattern.flatten())
+
+
+def to_rggb(mosaic: np.ndarray, pattern: str) -> np.ndarray:
+    """Bring a Bayer mosaic of any of the four patterns to RGGB phase with even sides.
+
+    One leading row and/or column is cropped (see :data:`CFA_OFFSETS`), then the sides are cut to even.
+
+    Args:
+        mosaic (ndarray): (H, W) mosaic.
+        pattern (str): Its pattern, one of ``CFA_OFFSETS``; ``'RGBG'``-style letters (two greens named G).
+
+    Returns:
+        ndarray: (H', W') RGGB mosaic, H' and W' even.
+    """
+    if pattern not in CFA_OFFSETS:
+        raise ValueError(f'unsupported CFA pattern {pattern!r}, expected one of {sorted(CFA_OFFSETS)}')
+    dy, dx = CFA_OFFSETS[pattern]
+    h, w = mosaic.shape[0] - dy, mosaic.shape[1] - dx
+    return mosaic[dy:dy + h - h % 2, dx:dx + w - w % 2]
+
+
+def read_raw(path: str,
+             black_level: Optional[float] = None,
+             white_level: Optional[float] = None,
+             clip: bool = True) -> np.ndarray:
+    """Read a RAW file as a normalised RGGB mosaic.
+
+    ``(x - black) / (white - black)`` with the file's per-channel black levels (indexed by colour
+    index, as rawpy gives them) and white level, unless fixed values are given.
+
+    Args:
+        path (str): RAW file (any format LibRaw reads; the extension is not trusted).
+        black_level (float | None): Fixed black level. Default: None (from the file).
+        white_level (float | None): Fixed white level. Default: None (from the file).
+        clip (bool): Clip the result to [0, 1]. Default: True.
+
+    Returns:
+        ndarray: (H, W) float32 mosaic in RGGB phase, H and W even.
+
+    Raises:
+        RawReadError: The file cannot be read or is not a Bayer RAW.
+    """
+    try:
+        with rawpy.imread(path) as raw:
+            pattern = cfa_pattern(raw)
+            mosaic = raw.raw_image_visible.astype(np.float32)
+            if black_level is None:
+                black = np.asarray(raw.black_level_per_channel, dtype=np.float32)[raw.raw_colors_visible]
+            else:
+                black = np.float32(black_level)
+            white = np.float32(raw.white_level if white_level is None else white_level)
+    except (rawpy.LibRawError, ValueError, OSError) as err:
+        raise RawReadError(f'cannot read RAW file {path}: {err}') from err
+    mosaic = (mosaic - black) / (white - black)
+    if clip:
+        mosaic = np.clip(mosaic, 0, 1)
+    return to_rggb(mosaic, pattern)
+
+
+def raw_size(path: str) -> Tuple[int, int]:
+    """(height, width) of the RGGB mosaic :func:`read_raw` returns, read from the header only.
+
+    Args:
+        path (str): RAW file.
+
+    Returns:
+        tuple[int, int]: Height and width, both even.
+    """
+    try:
+        with rawpy.imread(path) as raw:
+            dy, dx = CFA_OFFSETS[cfa_pattern(raw)]
+            h, w = raw.sizes.height - dy, raw.sizes.width - dx
+    except (rawpy.LibRawError, ValueError, KeyError, OSError) as err:
+        raise RawReadError(f'cannot read RAW file {path}: {err}') from err
+    return h - h % 2, w - w % 2
+
+
+def pack_bayer(mosaic: Array) -> Array:
+    """Pack an RGGB mosaic into 4 half-resolution planes R, Gr, B, Gb.
+
+    Args:
+        mosaic (ndarray | Tensor): (..., H, W) mosaic, H and W even.
+
+    Returns:
+        ndarray | Tensor: (..., 4, H/2, W/2).
+    """
+    planes = [mosaic[..., dy::2, dx::2] for dy, dx in PACK_ORDER]
+    if isinstance(mosaic, torch.Tensor):
+        return torch.stack(planes, dim=-3)
+    return np.stack(planes, axis=-3)
+
+
+def unpack_bayer(packed: Array) -> Array:
+    """Inverse of :func:`pack_bayer`.
+
+    Args:
+        packed (ndarray | Tensor): (..., 4, h, w) planes R, Gr, B, Gb.
+
+    Returns:
+        ndarray | Tensor: (..., 2h, 2w) RGGB mosaic.
+    """
+    *lead, _, h, w = packed.shape
+    if isinstance(packed, torch.Tensor):
+        mosaic = packed.new_zeros((*lead, 2 * h, 2 * w))
+    else:
+        mosaic = np.zeros((*lead, 2 * h, 2 * w), dtype=packed.dtype)
+    for i, (dy, dx) in enumerate(PACK_ORDER):
+        mosaic[..., dy::2, dx::2] = packed[..., i, :, :]
+    return mosaic
+
+
+def _exif(path: str) -> Image.Exif:
+    try:
+        with Image.open(path) as img:
+            return img.getexif()
+    except OSError as err:
+        raise OSError(f'cannot read EXIF of {path}: {err}') from err
+
+
+def read_focal_length(path: str) -> float:
+    """Focal length in mm from a JPG's EXIF FocalLength (tag 37386).
+
+    Args:
+        path (str): JPG file (a RAW path is mapped to its ``.JPG`` twin).
+
+    Returns:
+        float: Focal length.
+    """
+    stem, ext = osp.splitext(path)
+    if ext.lower() != '.jpg':
+        path = stem + '.JPG'
+    exif = _exif(path)
+    focal = exif.get_ifd(EXIF_IFD_TAG).get(FOCAL_LENGTH_TAG, exif.get(FOCAL_LENGTH_TAG))
+    if focal is None:
+        raise ValueError(f'no EXIF FocalLength in {path}')
+    return float(focal)
+
+
+def read_orientation(path: str) -> int:
+    """EXIF Orientation (tag 274) of a JPG, 1 when absent.
+
+    Args:
+        path (str): JPG file.
+
+    Returns:
+        int: Orientation (3 means rotated by 180°).
+    """
+    return int(_exif(path).get(ORIENTATION_TAG, 1))
+
+
+def read_tform(path: str) -> Tuple[Dict[str, np.ndarray], Optional[Tuple[int, int, int, int]]]:
+    """Read a ``tform.txt``: blocks ``00001-0000k:`` + 2×3 affine, then ``corner:`` + min_h max_h min_w max_w.
+
+    Each affine maps pixel coordinates of ``00001`` to those of shot ``k`` (both in ``00001``'s
+    field of view and size), as ``cv2.findTransformECC`` returns them.
+
+    Args:
+        path (str): The file.
+
+    Returns:
+        tuple: ``{'0000k': (2, 3) float64 ndarray}`` and the corner (min_h, max_h, min_w, max_w) or None.
+    """
+    with open(path) as f:
+        lines = [line.strip() for line in f if line.strip()]
+    tforms, corner, i = {}, None, 0
+    try:
+        while i < len(lines):
+            key = lines[i].rstrip(':')
+            if key == 'corner':
+                corner = tuple(int(float(v)) for v in lines[i + 1].split())
+                i += 2
+            else:
+                rows = [[float(v) for v in lines[i + r].split()] for r in (1, 2)]
+                tforms[key.split('-')[-1]] = np.array(rows, dtype=np.float64).reshape(2, 3)
+                i += 3
+    except (IndexError, ValueError) as err:
+        raise ValueError(f'malformed tform file {path}: {err}') from err
+    return tforms, corner
+
+
+def write_tform(path: str, tforms: Dict[str, np.ndarray], corner: Sequence[int]) -> None:
+    """Write a ``tform.txt`` in the public format (see :func:`read_tform`).
+
+    Args:
+        path (str): Output file.
+        tforms (dict[str, ndarray]): ``{'0000k': (2, 3) affine}``.
+        corner (Sequence[int]): min_h, max_h, min_w, max_w.
+    """
+    with open(path, 'w') as f:
+        for key in sorted(tforms):
+            f.write(f'00001-{key}:\n')
+            np.savetxt(f, np.asarray(tforms[key]).reshape(2, 3), fmt='%.6f')
+        f.write('corner:\n')
+        f.write('%05d %05d %05d %05d\n' % tuple(int(c) for c in corner))
+
+
+def read_wb(path: str) -> Dict[str, np.ndarray]:
+    """Read a ``wb.txt``: line ``WB``, then ``<path without extension>:`` + 4 gains [R, G, G, B].
+
+    Args:
+        path (str): The file.
+
+    Returns:
+        dict[str, ndarray]: ``{'0000k': (4,) float32 gains}``, keyed by the file's stem.
+    """
+    with open(path) as f:
+        lines = [line.strip() for line in f if line.strip()]
+    if not lines or lines[0] != 'WB':
+        raise ValueError(f'malformed wb file {path}: first line must be "WB"')
+    gains = {}
+    try:
+        for i in range(1, len(lines), 2):
+            key = osp.basename(lines[i].rstrip(':'))
+            gains[key] = np.array([float(v) for v in lines[i + 1].split()], dtype=np.float32).reshape(4)
+    except (IndexError, ValueError) as err:
+        raise ValueError(f'malformed wb file {path}: {err}') from err
+    return gains
+
+
+def write_wb(path: str, gains: Dict[str, Sequence[float]]) -> None:
+    """Write a ``wb.txt`` in the public format (see :func:`read_wb`).
+
+    Args:
+        path (str): Output file.
+        gains (dict[str, Sequence[float]]): ``{'<path without extension>': [R, G, G, B]}``.
+    """
+    with open(path, 'w') as f:
+        f.write('WB\n')
+        for key in sorted(gains):
+            f.write(f'{key}:\n')
+            f.write(' '.join('%.6f' % g for g in gains[key]) + '\n')
+
+
+def camera_wb(path: str) -> np.ndarray:
+    """White-balance gains of a RAW file as the public ``wb.txt`` holds them.
+
+    Channel means of the LibRaw render with the camera's white balance divided by those of the
+    render without white balance (both linear, in camera colour space).
+
+    Args:
+        path (str): RAW file.
+
+    Returns:
+        ndarray: (4,) float32 gains [R, G, G, B].
+    """
+    kwargs = dict(half_size=True, output_color=rawpy.ColorSpace.raw, gamma=(1, 1), no_auto_bright=True,
+                  output_bps=16)
+    try:
+        with rawpy.imread(path) as raw:
+            with_wb = raw.postprocess(use_camera_wb=True, **kwargs).reshape(-1, 3).astype(np.float64).mean(0)
+            without = raw.postprocess(user_wb=[1, 1, 1, 1], **kwargs).reshape(-1, 3).astype(np.float64).mean(0)
+    except (rawpy.LibRawError, OSError) as err:
+        raise RawReadError(f'cannot read RAW file {path}: {err}') from err
+    r, g, b = with_wb / np.maximum(without, 1e-8)
+    return np.array([r, g, g, b], dtype=np.float32)
+
+
+def write_dng(path: str,
+              mosaic: np.ndarray,
+              pattern: str = 'RGGB',
+              black_level: Union[int, Sequence[int]] = SONY_BLACK_LEVEL,
+              white_level: int = SONY_WHITE_LEVEL,
+              as_shot_neutral: Sequence[float] = (1.0, 1.0, 1.0),
+              focal_length: Optional[float] = None) -> None:
+    """Write a Bayer mosaic as a minimal DNG that LibRaw (rawpy) reads back exactly.
+
+    The name may end in ``.ARW``: LibRaw recognises the content, not the extension.
+
+    Args:
+        path (str): Output file.
+        mosaic (ndarray): (H, W) uint16 raw counts, H and W at least 22.
+        pattern (str): CFA pattern, one of ``CFA_OFFSETS``. Default: 'RGGB'.
+        black_level (int | Sequence[int]): One level, or four levels for the 2×2 positions in
+            row-major order. Default: 512.
+        white_level (int): White level. Default: 16383.
+        as_shot_neutral (Sequence[float]): Camera neutral (R, G, B) = 1 / white-balance gains.
+            Default: (1, 1, 1).
+        focal_length (float | None): EXIF FocalLength in mm. Default: None.
+    """
+    mosaic = np.ascontiguousarray(mosaic, dtype=np.uint16)
+    if min(mosaic.shape) < 22:
+        raise ValueError(f'LibRaw rejects images smaller than 22x22, got {mosaic.shape}')
+    colour = {'R': 0, 'G': 1, 'B': 2}
+    blacks = [int(black_level)] * 4 if np.isscalar(black_level) else [int(b) for b in black_level]
+
+    def rational(value: float) -> Tuple[int, int]:
+        return int(round(value * 1000000)), 1000000
+
+    identity = [v for i in range(9) for v in ((1 if i % 4 == 0 else 0), 1)]
+    neutral = [v for n in as_shot_neutral for v in rational(n)]
+    tags = [
+        (50706, 'B', 4, (1, 4, 0, 0), True),  # DNGVersion
+        (50708, 's', 0, 'sdan-basicsr', True),  # UniqueCameraModel
+        (33421, 'H', 2, (2, 2), True),  # CFARepeatPatternDim
+        (33422, 'B', 4, tuple(colour[c] for c in pattern), True),  # CFAPattern
+        (50713, 'H', 2, (2, 2), True),  # BlackLevelRepeatDim
+        (50714, 'H', 4, tuple(blacks), True),  # BlackLevel
+        (50717, 'H', 1, int(white_level), True),  # WhiteLevel
+        (50721, '2i', 9, tuple(identity), True),  # ColorMatrix1
+        (50778, 'H', 1, 21, True),  # CalibrationIlluminant1 (D65)
+        (50728, '2I', 3, tuple(neutral), True),  # AsShotNeutral
+    ]
+    if focal_length is not None:
+        tags.append((FOCAL_LENGTH_TAG, '2I', 1, rational(focal_length), True))
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    tifffile.imwrite(path, mosaic, photometric=32803, subfiletype=0, metadata=None, extratags=tags)
+
+
+# ---------------------------------------------------------------- SR-RAW scene layout and geometry
+
+#: Optical-zoom pairs (LR shot, HR shot) of SR-RAW: 4X for training, (6 → 2) for evaluation.
+TRAIN_PAIRS = ((5, 1), (6, 2), (7, 3))
+TEST_PAIRS = ((6, 2), )
+
+
+def shot_name(index: int) -> str:
+    """``00005`` for shot 5."""
+    return '%05d' % index
+
+
+def is_scene_dir(path: str) -> bool:
+    """A folder is a scene when it holds ``00001.JPG`` or ``00001.ARW``."""
+    return osp.isfile(osp.join(path, '00001.JPG')) or osp.isfile(osp.join(path, '00001.ARW'))
+
+
+def find_scenes(root: str) -> list:
+    """Scene folders at or below ``root`` (a split folder or any parent of one), sorted.
+
+    Args:
+        root (str): Folder to search.
+
+    Returns:
+        list[str]: Paths of scene folders.
+    """
+    if is_scene_dir(root):
+        return [root]
+    scenes = []
+    for dirpath, dirnames, _ in os.walk(root):
+        dirnames.sort()
+        if is_scene_dir(dirpath):
+            scenes.append(dirpath)
+            dirnames[:] = []
+    return scenes
+
+
+def to3x3(matrix: np.ndarray) -> np.ndarray:
+    """A 2×3 affine as a 3×3 homogeneous matrix (float64)."""
+    return np.vstack([np.asarray(matrix, dtype=np.float64).reshape(2, 3), [0, 0, 1]])
+
+
+def fov_matrix(ref_size: Tuple[int, int], size: Tuple[int, int], focal_ratio: float) -> np.ndarray:
+    """Affine from pixel coordinates of ``00001`` to those of a wider shot, both centred (the FOV crop).
+
+    A shot of focal length ``f_k`` sees ``f_1 / f_k`` times the field of view of ``00001``, so a pixel
+    ``p`` of ``00001`` lies at ``c + (p - c_1) * (f_k / f_1) * size / ref_size`` in the shot.
+
+    Args:
+        ref_size (tuple[int, int]): (height, width) of ``00001``.
+        size (tuple[int, int]): (height, width) of the shot.
+        focal_ratio (float): ``f_k / f_1``.
+
+    Returns:
+        ndarray: (2, 3) affine, pixel centres at integer coordinates.
+    """
+    sy = focal_ratio * size[0] / ref_size[0]
+    sx = focal_ratio * size[1] / ref_size[1]
+    return np.array([[sx, 0, (size[1] - 1) / 2 - sx * (ref_size[1] - 1) / 2],
+                     [0, sy, (size[0] - 1) / 2 - sy * (ref_size[0] - 1) / 2]])
+
+
+def grid_matrix(x0: float, y0: float, step: float) -> np.ndarray:
+    """Affine from an output grid of pitch ``step`` starting at pixel (x0, y0) of a source grid.
+
+    Output pixel X covers source pixels ``x0 + X * step ... x0 + (X + 1) * step``, so its centre is
+    at ``x0 + (X + 0.5) * step - 0.5``.
+
+    Returns:
+        ndarray: (3, 3) matrix.
+    """
+    return np.array([[step, 0, x0 + 0.5 * step - 0.5], [0, step, y0 + 0.5 * step - 0.5], [0, 0, 1]])
