@@ -3,6 +3,8 @@ import os
 import sys
 from os import path as osp
 
+from sdan_basicsr.utils.options_check import OptionError, check_option_file
+
 #: Repository root of a source checkout (holds ``options/``); experiments and relative data paths live here.
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -17,7 +19,7 @@ def project_root() -> str:
     return REPO_ROOT if osp.isdir(osp.join(REPO_ROOT, 'options')) else os.getcwd()
 
 
-def prepare_argv(root: str) -> None:
+def prepare_argv(root: str, is_train: bool) -> None:
     """Make ``-opt PATH`` absolute (relative to the caller's cwd), then work from ``root``.
 
     BasicSR resolves ``experiments/`` from its root and data paths from the cwd; running from the
@@ -30,11 +32,15 @@ def prepare_argv(root: str) -> None:
             if not osp.isfile(path):
                 raise SystemExit(f'option file not found: {argv[i + 1]}')
             argv[i + 1] = path
+            check_option_file(path, is_train)
     os.chdir(root)
 
 
-def run(pipeline) -> None:
+def run(pipeline, is_train: bool) -> None:
     """Run ``basicsr.train.train_pipeline`` or ``basicsr.test.test_pipeline`` from the project root."""
     root = project_root()
-    prepare_argv(root)
+    try:
+        prepare_argv(root, is_train)
+    except OptionError as err:
+        raise SystemExit(f'error in the option file:\n{err}') from None
     pipeline(root)

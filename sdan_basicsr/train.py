@@ -8,13 +8,13 @@ from os import path as osp
 if __package__ in (None, ''):  # run as a script: import the package from the checkout, not this folder
     sys.path[0] = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
-import sdan_basicsr  # noqa: E402,F401  (compatibility fixes + registries, before basicsr's pipeline)
-from basicsr.train import train_pipeline  # noqa: E402
-from sdan_basicsr.launch import run  # noqa: E402
+from sdan_basicsr.launch import run  # noqa: E402  (the package applies the basicsr fixes before basicsr loads)
 
 
 def main() -> None:
-    run(train_pipeline)
+    from basicsr.train import train_pipeline
+
+    run(train_pipeline, is_train=True)
 
 
 if __name__ == '__main__':
