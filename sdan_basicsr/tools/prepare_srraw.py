@@ -98,9 +98,14 @@ def align_scene(scene: str, downscale: Optional[int] = None) -> Tuple[dict, Tupl
             img = cv2.GaussianBlur(img, (0, 0), sigma)
         moving = cv2.warpAffine(img, (fov @ small_to_ref)[:2], (ws, hs),
                                 flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT)
-        try:
-            _, result = cv2.findTransformECC(template, moving, warp.copy(), cv2.MOTION_AFFINE, criteria, None, 5)
-        except cv2.error:
+        result = None
+        for init in (np.eye(2, 3, dtype=np.float32), warp):  # identity first, then the previous shot's
+            try:
+                _, result = cv2.findTransformECC(template, moving, init.copy(), cv2.MOTION_AFFINE, criteria, None, 5)
+                break
+            except cv2.error:
+                continue
+        if result is None:
             failed.append(f'{path}: ECC did not converge')
             continue
         if np.abs(result[:, 2]).max() > ECC_MAX_SHIFT * min(hs, ws):
