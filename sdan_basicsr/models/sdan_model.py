@@ -152,6 +152,11 @@ class SDANModel(SRModel):
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
 
+    def save(self, epoch, current_iter):
+        if getattr(self, 'net_d', None) is not None:
+            self.save_network(self.net_d, 'net_d', current_iter)
+        super().save(epoch, current_iter)
+
     @staticmethod
     def _check_finite(loss: torch.Tensor, current_iter: int, loss_dict) -> None:
         if not torch.isfinite(loss):
