@@ -3,9 +3,9 @@
 Usage: ``sdan-prepare-srraw ROOT [--jobs N] [--force]`` (or ``python -m sdan_basicsr.tools.prepare_srraw``).
 """
 import argparse
+import multiprocessing
 import os.path as osp
 from dataclasses import dataclass, field
-from multiprocessing import Pool
 from typing import List, Optional, Tuple
 
 import cv2
@@ -190,7 +190,7 @@ def prepare_srraw(root: str, jobs: int = 1, force: bool = False, downscale: Opti
     tasks = [(scene, force, downscale) for scene in scenes]
     progress = dict(total=len(tasks), desc='sdan-prepare-srraw', unit='scene')
     if jobs > 1:
-        with Pool(jobs) as pool:
+        with multiprocessing.get_context('spawn').Pool(jobs) as pool:  # fork may deadlock OpenCV/torch threads
             for result in tqdm(pool.imap_unordered(_prepare_args, tasks), **progress):
                 report.merge(result)
     else:
