@@ -8,7 +8,8 @@ import pytest
 from basicsr.utils.registry import DATASET_REGISTRY
 
 from sdan_basicsr.data import raw_utils
-from sdan_basicsr.data.srraw_dataset import GAMMA, SRRAWPairedDataset
+from sdan_basicsr.data.raw_utils import JPEG_GAMMA
+from sdan_basicsr.data.srraw_dataset import SRRAWPairedDataset
 from sdan_basicsr.tools.make_demo import EXPOSURE, make_demo, render_linear
 
 
@@ -90,7 +91,7 @@ def test_train_crops_are_aligned(demo):
         def oracle(shift):
             xs, ys = np.meshgrid(x + grid + shift, y + grid)
             lin = render_linear(scene, k, xs, ys, pitch=0.25) * EXPOSURE / wb
-            return np.clip(lin, 0, 1)**(1 / GAMMA)
+            return np.clip(lin, 0, 1)**(1 / JPEG_GAMMA)
 
         gt = item['gt'].numpy().transpose(1, 2, 0)[8:-8, 8:-8]
         aligned = _psnr(gt, oracle(0)[8:-8, 8:-8])

@@ -16,6 +16,8 @@ from PIL import Image
 #: Black and white level of the Sony ARW files of SR-RAW (what the public loaders hard-code).
 SONY_BLACK_LEVEL = 512
 SONY_WHITE_LEVEL = 16383
+#: Gamma of the camera JPEGs: white-balance gains act on linear values, a JPEG holds ``linear ** (1 / JPEG_GAMMA)``.
+JPEG_GAMMA = 2.2
 
 #: Positions inside a 2×2 RGGB block, in packing order: R, Gr, B, Gb.
 PACK_ORDER = ((0, 0), (0, 1), (1, 1), (1, 0))
@@ -429,3 +431,13 @@ def grid_matrix(x0: float, y0: float, step: float) -> np.ndarray:
         ndarray: (3, 3) matrix.
     """
     return np.array([[step, 0, x0 + 0.5 * step - 0.5], [0, step, y0 + 0.5 * step - 0.5], [0, 0, 1]])
+
+
+def display_gains(wb: Array) -> Array:
+    """Per-channel gains [R, G, B] = wb[[0, 1, 3]] ** (1 / JPEG_GAMMA) that white-balance a gamma-encoded image.
+
+    ``wb`` holds the [R, G, G, B] gains of ``wb.txt`` on its last axis (numpy or torch). The SR-RAW
+    pipeline divides targets by these gains (the network learns a no-white-balance output) and
+    multiplies outputs by them for display.
+    """
+    return wb[..., [0, 1, 3]] ** (1 / JPEG_GAMMA)

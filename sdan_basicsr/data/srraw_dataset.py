@@ -17,8 +17,6 @@ from torch.utils import data
 
 from sdan_basicsr.data import raw_utils
 
-#: Gamma of the camera JPEGs: white-balance gains act on linear values, the JPEG is ``linear ** (1 / GAMMA)``.
-GAMMA = 2.2
 IN_FORMATS = ('bayer', 'packed', 'rgb')
 
 
@@ -229,8 +227,7 @@ class SRRAWPairedDataset(data.Dataset):
 
     @staticmethod
     def _no_wb(img: np.ndarray, wb: np.ndarray) -> np.ndarray:
-        gains = np.array([wb[0], wb[1], wb[3]], dtype=np.float32)**(1 / GAMMA)
-        return np.clip(img / gains, 0, 1)
+        return np.clip(img / raw_utils.display_gains(np.asarray(wb, dtype=np.float32)), 0, 1)
 
     def __getitem__(self, index: int) -> dict:
         s = self.samples[index]

@@ -16,6 +16,7 @@ from basicsr.utils import imwrite, tensor2img
 from basicsr.utils.registry import MODEL_REGISTRY
 from tqdm import tqdm
 
+from sdan_basicsr.data.raw_utils import display_gains
 from sdan_basicsr.losses.masked_dual_l1_loss import MaskedDualL1Loss
 
 
@@ -25,12 +26,8 @@ def downsample_to(img: torch.Tensor, size) -> torch.Tensor:
 
 
 def apply_white_balance(img: torch.Tensor, wb: torch.Tensor) -> torch.Tensor:
-    """Re-apply the camera white balance to a no-white-balance RGB output (N, 3, H, W) in [0, 1].
-
-    ``wb`` (N, 4) holds the gains [R, G, G, B]; channel c is multiplied by gain^(1/2.2) and clipped.
-    """
-    gains = wb[:, [0, 1, 3]].to(img.dtype).pow(1 / 2.2).view(-1, 3, 1, 1)
-    return (img * gains).clamp(0, 1)
+    """Re-apply the camera white balance ``wb`` (N, 4) to a no-white-balance RGB output (N, 3, H, W) in [0, 1]."""
+    return (img * display_gains(wb.to(img.dtype)).view(-1, 3, 1, 1)).clamp(0, 1)
 
 
 def pad_to_multiple(img: torch.Tensor, multiple: int) -> torch.Tensor:

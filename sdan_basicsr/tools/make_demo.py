@@ -122,7 +122,7 @@ def write_shot(scene: dict, k: int, folder: str, rng: np.random.Generator) -> No
     # camera ISP: demosaic, white balance, gamma
     norm = np.clip((counts.astype(np.float32) - black) / (white - black), 0, 1)
     rgb = cv2.cvtColor((norm * 65535).astype(np.uint16), cv2.COLOR_BayerBG2RGB).astype(np.float32) / 65535
-    rgb = np.clip(rgb * np.array([r, 1, b], dtype=np.float32), 0, 1)**(1 / 2.2)
+    rgb = np.clip(rgb * np.array([r, 1, b], dtype=np.float32), 0, 1)**(1 / raw_utils.JPEG_GAMMA)
     _save_jpg(osp.join(folder, f'{name}.JPG'), (rgb * 255 + 0.5).astype(np.uint8), focal)
 
 
