@@ -1,0 +1,288 @@
+"""Exact tiled inference of :class:`~sdan_basicsr.archs.sdan_arch.SDAN` at any image size.
+
+Global statistics of the attention blocks are accumulated over the whole image first, then the local layers run
+tile by tile with enough overlap, so the result equals ``net(x, ref)`` to float rounding and memory is set by the tile.
+"""
+import math
+from typing import Callable, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from basicsr.archs.rcan_arch import ChannelAttention
+from torch import nn
+from tqdm import tqdm
+
+from sdan_basicsr.archs.sdan_arch import CPA_PACKING, SDAN, CrossPackingAttention, SDANOutput
+
+#: A box (y0, y1, x0, x1) on the padded input grid, end exclusive.
+Box = Tuple[int, int, int, int]
+#: Called with (row, column, sr tile) in output pixels of the unpadded image, instead of assembling ``sr``.
+SrSink = Callable[[int, int, torch.Tensor], None]
+
+#: Depth (input pixels from a window edge that is not an image edge) of the values a window gets wrong at CPA1's
+#: input: conv_first / conv_ref, then offset_conv1.
+_DEPTH_ATT1 = 2
+#: ... at CPA2's input: CPA1 spreads any wrong value over its whole 8×8 block, then offset_conv2.
+_DEPTH_ATT2 = CPA_PACKING + 1
+#: ... at Θ: CPA2's block, then offset_conv3.
+_DEPTH_THETA = 2 * CPA_PACKING + 1
+#: Extra margin of the deformable conv's window beyond ⌈max |Θ|⌉: its 3×3 taps (1), the bilinear corner (1),
+#: and the 3×3 convolution of the conv-then-warp evaluation (1).
+_DCN_MARGIN = 3
+
+
+def _grow(box: Box, by: int, size: Tuple[int, int], align: int = 1) -> Box:
+    """``box`` grown by ``by`` on every side, rounded outwards to multiples of ``align``, clipped to ``size``."""
+    y0, y1, x0, x1 = box
+    h, w = size
+    return (max(0, (y0 - by) // align * align), min(h, -(-(y1 + by) // align) * align),
+            max(0, (x0 - by) // align * align), min(w, -(-(x1 + by) // align) * align))
+
+
+def _crop(t: torch.Tensor, window: Box, box: Box, scale: int = 1) -> torch.Tensor:
+    """The part of ``t`` (computed on ``window``) that lies on ``box`` (inside ``window``), at ``scale``× the grid."""
+    return t[..., scale * (box[0] - window[0]):scale * (box[1] - window[0]),
+             scale * (box[2] - window[2]):scale * (box[3] - window[2])]
+
+
+class _GlobalAttention:
+    """One attention block of the offset branch, split into a global statistic and a local application.
+
+    ``cpa`` (:class:`CrossPackingAttention`): the packed Gram matrix E = X Xᵀ is summed over the tiles' own
+    8×8 blocks, then A = softmax(rowmax(E) − E) is formed once and out = γ·(A X) + X is applied block by block.
+    ``ca`` (RCAN's channel attention): the channel sums give the image mean, then the channel weights. ``none``:
+    the identity.
+    """
+
+    def __init__(self, module: nn.Module, batch: int):
+        if isinstance(module, CrossPackingAttention):
+            self.kind = 'cpa'
+        elif isinstance(module, ChannelAttention):
+            self.kind = 'ca'
+        elif isinstance(module, nn.Identity):
+            self.kind = 'none'
+        else:
+            raise TypeError(f'tiled_forward does not know the attention block {type(module).__name__}')
+        self.module = module
+        self.batch = batch
+        self.stat: Optional[torch.Tensor] = None
+        self.weights: Optional[torch.Tensor] = None
+
+    def _pack(self, feat: torch.Tensor) -> torch.Tensor:
+        return F.pixel_unshuffle(feat, self.module.packing).flatten(2)
+
+    def accumulate(self, feat: torch.Tensor) -> None:
+        """Add the statistic of ``feat`` (N, C, h, w), the block input on a tile's own, 8-aligned box."""
+        if self.kind == 'cpa':
+            packed = self._pack(feat)
+            gram = torch.bmm(packed, packed.transpose(1, 2)).double()
+        elif self.kind == 'ca':
+            gram = feat.sum(dim=(2, 3), dtype=torch.float64)
+        else:
+            return
+        self.stat = gram if self.stat is None else self.stat.add_(gram)
+
+    def finalize(self, area: int, dtype: torch.dtype) -> None:
+        """Turn the accumulated statistic into the block's weights; ``area`` = pixels of the padded image."""
+        if self.kind == 'cpa':
+            energy = self.stat
+            energy = energy.amax(dim=-1, keepdim=True) - energy
+            self.weights = torch.softmax(energy, dim=-1).to(dtype)
+        elif self.kind == 'ca':
+            mean = (self.stat / area).to(dtype).view(self.batch, -1, 1, 1)
+            self.weights = self.module.attention[1:](mean)
+        self.stat = None
+
+    def apply(self, feat: torch.Tensor) -> torch.Tensor:
+        """The block's output on a window whose sides are multiples of 8 (image edges excepted, which are too)."""
+        if self.kind == 'cpa':
+            k = self.module.packing
+            packed = self._pack(feat)
+            attended = torch.bmm(self.weights, packed).view(feat.shape[0], -1, feat.shape[2] // k, feat.shape[3] // k)
+            return feat + self.module.gamma * F.pixel_shuffle(attended, k)
+        if self.kind == 'ca':
+            return feat * self.weights
+        return feat
+
+
+class _TiledSDAN:
+    """The passes of :func:`tiled_forward` over one padded image."""
+
+    def __init__(self, net: SDAN, x: torch.Tensor, ref: torch.Tensor):
+        self.net = net
+        self.align = net.align
+        self.x = x
+        self.ref = ref
+        self.size = tuple(x.shape[2:])
+        self.att = [_GlobalAttention(net.align.offset_att1, x.shape[0]),
+                    _GlobalAttention(net.align.offset_att2, x.shape[0])]
+        body_convs = sum(m.kernel_size[0] // 2 for m in net.body.modules() if isinstance(m, nn.Conv2d))
+        # body + conv_body, then the tail: a conv at 1×, 2×, … and conv_last add < 2 input pixels in all
+        self.tail_halo = body_convs + net.conv_body.kernel_size[0] // 2 + (2 if net.upscale > 1 else 1)
+
+    def ref_window(self, box: Box) -> torch.Tensor:
+        """The network's reference on ``box``: with ``flip_ref``, the flips of the *whole* image, gathered."""
+        y0, y1, x0, x1 = box
+        h, w = self.size
+        ref = self.ref[..., y0:y1, x0:x1]
+        if not self.net.flip_ref:
+            return ref
+        flip_h = self.ref[..., h - y1:h - y0, x0:x1].flip(2)
+        flip_w = self.ref[..., y0:y1, w - x1:w - x0].flip(3)
+        flip_hw = self.ref[..., h - y1:h - y0, w - x1:w - x0].flip(2, 3)
+        return torch.cat([ref, flip_h, flip_w, flip_hw], dim=1)
+
+    def head(self, box: Box) -> torch.Tensor:
+        """F^X on ``box``."""
+        return self.net.relu(self.net.conv_first(self.x[..., box[0]:box[1], box[2]:box[3]]))
+
+    def offset_branch(self, window: Box, stage: int) -> torch.Tensor:
+        """On ``window``: CPA1's input (stage 1), CPA2's input (stage 2) or offset_conv3's output (stage 3)."""
+        align = self.align
+        ref_feat = align.relu(align.conv_ref(self.ref_window(window)))
+        feat = align.offset_conv1(torch.cat([self.head(window), ref_feat], dim=1))
+        del ref_feat
+        if stage == 1:
+            return feat
+        feat = align.offset_conv2(align.relu(self.att[0].apply(feat)))
+        if stage == 2:
+            return feat
+        return align.offset_conv3(align.relu(self.att[1].apply(feat)))
+
+    def statistics(self, stage: int, box: Box) -> None:
+        """Pass 1 or 2: add the tile's own part of the attention statistic of stage ``stage``."""
+        depth = _DEPTH_ATT1 if stage == 1 else _DEPTH_ATT2
+        window = _grow(box, depth, self.size, CPA_PACKING)
+        self.att[stage - 1].accumulate(_crop(self.offset_branch(window, stage), window, box))
+
+    def aligned_features(self, box: Box) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(F^X', Θ) on ``box``; F^X is read as far as the largest |Θ| on ``box`` reaches."""
+        window = _grow(box, _DEPTH_THETA, self.size, CPA_PACKING)
+        out = _crop(self.offset_branch(window, 3), window, box)
+        nc = self.align.num_offset_ch
+        theta = out[:, :nc]
+        mask = torch.sigmoid(out[:, nc:]) if self.align.modulation else None
+        reach = math.ceil(theta.abs().max().item()) if theta.numel() else 0
+        source = _grow(box, reach + _DCN_MARGIN, self.size)
+        dcn = self.align.dcn
+        k = dcn.weight.shape[-1]
+        # conv-then-warp: (w ∗ F^X) on source ± k//2, sampled bilinearly (zeros outside) at p + Θ(p)
+        conv = F.conv2d(self.head(source), dcn.weight, padding=k - 1)
+        rows = torch.arange(box[0], box[1], dtype=theta.dtype, device=theta.device).view(-1, 1)
+        cols = torch.arange(box[2], box[3], dtype=theta.dtype, device=theta.device)
+        rows = theta[:, 0] + rows - (source[0] - k // 2)
+        cols = theta[:, 1] + cols - (source[2] - k // 2)
+        grid = torch.stack([2 * cols / (conv.shape[3] - 1) - 1, 2 * rows / (conv.shape[2] - 1) - 1], dim=-1)
+        aligned = F.grid_sample(conv, grid, mode='bilinear', padding_mode='zeros', align_corners=True)
+        del conv, grid
+        if mask is not None:
+            aligned = aligned * mask
+        if dcn.bias is not None:
+            aligned = aligned + dcn.bias.view(1, -1, 1, 1)
+        return self.align.relu(aligned), theta
+
+    def outputs(self, box: Box) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Pass 3: (X~, X', Θ) on ``box``."""
+        net = self.net
+        grown = _grow(box, self.tail_halo, self.size)
+        aligned_feat, theta = self.aligned_features(grown)
+        aligned = _crop(net.conv_aligned(aligned_feat), grown, box)
+        feat = net.conv_body(net.body(aligned_feat)) + aligned_feat
+        del aligned_feat
+        sr = _crop(net.conv_last(net.upsample(feat)), grown, box, net.upscale)
+        return sr, aligned, _crop(theta, grown, box)
+
+
+def _tiles(size: Tuple[int, int], tile: int) -> List[Box]:
+    h, w = size
+    return [(y, min(y + tile, h), x, min(x + tile, w)) for y in range(0, h, tile) for x in range(0, w, tile)]
+
+
+def _validity_mask(theta: torch.Tensor, box: Box, size: Tuple[int, int]) -> torch.Tensor:
+    """M' of eq. (6) for Θ on ``box`` of an image of ``size`` (h, w): the moved centre lies inside the image."""
+    rows = theta[:, 0] + torch.arange(box[0], box[1], dtype=theta.dtype, device=theta.device).view(-1, 1)
+    cols = theta[:, 1] + torch.arange(box[2], box[3], dtype=theta.dtype, device=theta.device)
+    inside = (rows >= 0) & (rows < size[0]) & (cols >= 0) & (cols < size[1])
+    return inside.unsqueeze(1).to(theta.dtype)
+
+
+@torch.no_grad()
+def tiled_forward(net: SDAN,
+                  x: torch.Tensor,
+                  ref: torch.Tensor,
+                  tile: int = 512,
+                  progress: bool = False,
+                  sr_sink: Optional[SrSink] = None) -> SDANOutput:
+    """``net(x, ref)`` computed tile by tile, exactly (to float rounding), with memory set by ``tile``.
+
+    The input is padded as :meth:`SDAN.forward` pads it, then three passes run over tiles of ``tile`` × ``tile``
+    input pixels aligned to CPA's 8×8 blocks:
+
+    1. per tile (plus the halo of two 3×3 convs): features up to CPA1's input; the tile's own packed columns add
+       to E₁ = X Xᵀ of the whole image; A₁ = softmax(rowmax(E₁) − E₁) is formed once;
+    2. per tile: the same features on the tile's blocks and one block around, A₁ applied block-wise, on to CPA2's
+       input; E₂ and A₂ likewise;
+    3. per tile, grown by the receptive field of the body and tail: Θ (through A₁, A₂), then the squared
+       deformable conv reads F^X as far as the tile's largest |Θ| reaches (the halo is measured at run time, so
+       any offset stays exact), then X', the body and the tail; the tile's own part is pasted.
+
+    RCAN's channel attention (``attention='ca'``) is handled the same way with the image mean as its statistic.
+    Per-tap offsets (``offsets='per_tap'``, Table 2's DCN row) are not supported: run those untiled.
+
+    Args:
+        net (SDAN): The network (any ``in_format``, ``flip_ref``, ``modulation``, squared offsets).
+        x (Tensor): Input (N, C, h, w) as for ``net``.
+        ref (Tensor): Reference (N, 3, h, w).
+        tile (int): Tile side in input pixels, rounded up to a multiple of 8. Default: 512.
+        progress (bool): Show a tqdm bar over the tiles of the three passes. Default: False.
+        sr_sink (callable | None): Receives ``(row, col, sr_tile)`` (output pixels of the unpadded image) for
+            every tile instead of having X~ assembled; the returned ``sr`` is then None. Default: None.
+
+    Returns:
+        SDANOutput: ``(sr, aligned, mask, offset)`` as ``net(x, ref)`` returns them.
+    """
+    if not isinstance(net, SDAN):
+        raise TypeError(f'tiled_forward needs an SDAN, got {type(net).__name__}')
+    if net.align.offsets != 'squared':
+        raise ValueError(f"tiled_forward supports squared offsets only, the network has offsets="
+                         f"{net.align.offsets!r}; run it untiled")
+    if tile < 1:
+        raise ValueError(f'tile must be positive, got {tile}')
+    net._check(x, ref)
+    tile = -(-tile // CPA_PACKING) * CPA_PACKING
+    n, _, h, w = x.shape
+    pad_h, pad_w = -h % CPA_PACKING, -w % CPA_PACKING
+    run = _TiledSDAN(net, net._pad(x, pad_h, pad_w), net._pad(ref, pad_h, pad_w))
+    tiles = _tiles(run.size, tile)
+    bar = tqdm(total=3 * len(tiles), unit='tile', disable=not progress)
+
+    for stage in (1, 2):
+        bar.set_description(f'SDAN pass {stage}/3 (CPA{stage} statistics)')
+        for box in tiles:
+            run.statistics(stage, box)
+            bar.update()
+        run.att[stage - 1].finalize(run.size[0] * run.size[1], x.dtype)
+
+    s = net.upscale
+    sr = None if sr_sink is not None else x.new_empty(n, net.conv_last.out_channels, s * h, s * w)
+    aligned = x.new_empty(n, net.conv_aligned.out_channels, h, w)
+    offset = x.new_empty(n, net.align.num_offset_ch, h, w)
+    mask = x.new_empty(n, 1, h, w)
+    bar.set_description('SDAN pass 3/3 (tiles)')
+    for box in tiles:
+        if box[0] < h and box[2] < w:
+            sr_tile, aligned_tile, theta = run.outputs(box)
+            own = (box[0], min(box[1], h), box[2], min(box[3], w))
+            rows, cols = slice(own[0], own[1]), slice(own[2], own[3])
+            theta = _crop(theta, box, own)
+            offset[..., rows, cols] = theta
+            mask[..., rows, cols] = _validity_mask(theta, own, (h, w))
+            aligned[..., rows, cols] = _crop(aligned_tile, box, own)
+            sr_tile = _crop(sr_tile, box, own, s)
+            if sr_sink is None:
+                sr[..., s * own[0]:s * own[1], s * own[2]:s * own[3]] = sr_tile
+            else:
+                sr_sink(s * own[0], s * own[2], sr_tile)
+        bar.update()
+    bar.close()
+    return SDANOutput(sr, aligned, mask, offset)
