@@ -40,6 +40,12 @@ def pad_to_multiple(img: torch.Tensor, multiple: int) -> torch.Tensor:
     return F.pad(img, (0, pad_w, 0, pad_h), mode=mode)
 
 
+def image_name(lq_path: str) -> str:
+    """``<scene>_<shot>`` for ``.../<scene>/<shot>.ARW``: SR-RAW reuses shot names in every scene."""
+    folder, stem = osp.split(osp.splitext(lq_path)[0])
+    return f'{osp.basename(folder)}_{stem}'
+
+
 @MODEL_REGISTRY.register()
 class SDANModel(SRModel):
     """``SRModel`` for SR-RAW-style pairs; differs only in what it feeds the network and how it scores.
@@ -52,7 +58,8 @@ class SDANModel(SRModel):
       ``net_d_init_iters`` work as in BasicSR's ``SRGANModel``.
     - A non-finite loss stops training with the iteration named, before the weights are touched.
     - Testing pads inputs to a multiple of ``val.pad_multiple`` (default 32) and crops back; metrics
-      compare the network's no-white-balance output with the target, saved images re-apply ``wb``.
+      compare the network's no-white-balance output with the target, saved images re-apply ``wb`` and
+      are named ``<scene>_<shot>``.
     """
 
     def __init__(self, opt):
@@ -198,9 +205,7 @@ class SDANModel(SRModel):
         pbar = tqdm(total=len(dataloader), unit='image') if self.opt['val'].get('pbar', False) else None
 
         for idx, val_data in enumerate(dataloader):
-            img_name = osp.splitext(osp.basename(val_data['lq_path'][0]))[0]
-            if 'scene' in val_data:
-                img_name = f"{val_data['scene'][0]}_{img_name}"
+            img_name = image_name(val_data['lq_path'][0])
             self.feed_data(val_data)
             self.test()
             visuals = self.get_current_visuals()

@@ -46,7 +46,7 @@ def side_by_side(root: str, out_path: str) -> str:
     from basicsr.utils import tensor2img
 
     from sdan_basicsr.data.srraw_dataset import SRRAWPairedDataset
-    from sdan_basicsr.models.sdan_model import apply_white_balance
+    from sdan_basicsr.models.sdan_model import apply_white_balance, image_name
 
     dataset = SRRAWPairedDataset({'name': 'demo', 'dataroot': osp.join(root, DEMO_DATA, 'test'), 'phase': 'test'})
     item = dataset[0]
@@ -56,7 +56,7 @@ def side_by_side(root: str, out_path: str) -> str:
     h, w = target.shape[:2]
     lq = tensor2img(apply_white_balance(item['lq_rgb'].unsqueeze(0), wb))
     panels = [('input (camera JPEG)', cv2.resize(lq, (w, h), interpolation=cv2.INTER_NEAREST))]
-    stem = osp.splitext(osp.basename(item['lq_path']))[0]
+    stem = image_name(item['lq_path'])
     for label, opt in TEST_OPTS.items():
         name = _experiment_name(osp.join(root, opt))
         found = sorted(glob.glob(osp.join(root, 'results', name, 'visualization', '*', f'*{stem}*.png')))
