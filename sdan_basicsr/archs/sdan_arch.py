@@ -12,6 +12,7 @@ from basicsr.archs.arch_util import ResidualBlockNoBN, make_layer
 from basicsr.archs.rcan_arch import ChannelAttention
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
+from torch.autograd.function import once_differentiable
 from torchvision.ops import DeformConv2d
 
 from sdan_basicsr.ops import SquaredDeformConv2d
@@ -56,6 +57,59 @@ def validity_mask(offset: torch.Tensor) -> torch.Tensor:
     return inside.unsqueeze(1).to(offset.dtype)
 
 
+#: Rows of the C'×C' attention matrix that :class:`_PackedChannelAttention` handles at once.
+_ATTENTION_ROWS = 512
+
+
+class _PackedChannelAttention(torch.autograd.Function):
+    """A X with A = softmax(−X Xᵀ) for X of shape (N, C', L), computed in blocks of rows.
+
+    −E comes straight from X·(−Xᵀ) and the softmax (which shifts each row by its maximum, so no exp
+    overflows) writes A directly: one pass over each block besides the products. The backward uses the
+    saved A: with G the output gradient, dA = G Xᵀ, S = A ⊙ (dA − rowsum(A ⊙ dA)) (the softmax's
+    backward) and dX = Aᵀ G − S X − Sᵀ X.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous()
+        n, c, _ = x.shape
+        keep = ctx.needs_input_grad[0]
+        block_rows = min(c, _ATTENTION_ROWS)
+        attention = x.new_empty(n, c, c) if keep else x.new_empty(block_rows, c)
+        neg_energy = x.new_empty(block_rows, c)
+        out = torch.empty_like(x)
+        for i in range(n):
+            neg_xt = x[i].t().neg()
+            for r in range(0, c, _ATTENTION_ROWS):
+                rows = slice(r, min(r + _ATTENTION_ROWS, c))
+                size = rows.stop - r
+                block = attention[i, rows] if keep else attention[:size]
+                torch.softmax(torch.mm(x[i, rows], neg_xt, out=neg_energy[:size]), -1, out=block)
+                torch.mm(block, x[i], out=out[i, rows])
+        if keep:
+            ctx.save_for_backward(x, attention)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor) -> torch.Tensor:
+        x, attention = ctx.saved_tensors
+        grad_out = grad_out.contiguous()
+        grad_x = torch.empty_like(x)
+        c = x.shape[1]
+        for i in range(x.shape[0]):
+            torch.mm(attention[i].t(), grad_out[i], out=grad_x[i])
+            for r in range(0, c, _ATTENTION_ROWS):
+                rows = slice(r, min(r + _ATTENTION_ROWS, c))
+                block = attention[i, rows]
+                s = torch.mm(grad_out[i, rows], x[i].t()).mul_(block)
+                s.addcmul_(block, s.sum(dim=-1, keepdim=True), value=-1)
+                grad_x[i, rows].addmm_(s, x[i], alpha=-1)
+                grad_x[i].addmm_(s.t(), x[i, rows], alpha=-1)
+        return grad_x
+
+
 class CrossPackingAttention(nn.Module):
     """Cross Packing Attention (CPA, Sec. 3.2): channel attention on space-to-depth packed features.
 
@@ -75,11 +129,13 @@ class CrossPackingAttention(nn.Module):
         self.gamma = nn.Parameter(torch.zeros(1))
 
     def attend(self, packed: torch.Tensor) -> torch.Tensor:
-        """A X for a packed map (N, C', h', w') → (N, C', h', w')."""
-        x = packed.flatten(2)
-        energy = torch.bmm(x, x.transpose(1, 2))
-        energy = energy.amax(dim=-1, keepdim=True) - energy
-        return torch.bmm(torch.softmax(energy, dim=-1), x).view_as(packed)
+        """A X for a packed map (N, C', h', w') → (N, C', h', w').
+
+        softmax(rowmax(E) − E) = softmax(−E) row by row (a softmax ignores a per-row shift), computed
+        in blocks of rows, one image at a time, by :class:`_PackedChannelAttention`: with gradients the
+        C'×C' matrix A is the only one kept (for the backward), without them one block of its rows.
+        """
+        return _PackedChannelAttention.apply(packed.flatten(2)).view_as(packed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
