@@ -3,8 +3,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sdan_basicsr.archs.sdan_arch import (SDAN, CrossPackingAttention, SquaredDeformableAlignment, SDANOutput,
-                                          validity_mask)
+from sdan_basicsr.archs.sdan_arch import (
+    SDAN,
+    CrossPackingAttention,
+    SDANOutput,
+    SquaredDeformableAlignment,
+    validity_mask,
+)
 
 TINY = dict(num_feat=8, num_block=1)
 # Table 2 of the paper: (offsets, attention, flip_ref)
@@ -149,7 +154,8 @@ def test_bad_options(kwargs, message):
 
 @pytest.mark.parametrize('x_shape, ref_shape, message', [
     ((1, 3, 16, 16), (1, 3, 16, 16), r"x must have shape \(N, 1, h, w\) for in_format='bayer', got \(1, 3, 16, 16\)"),
-    ((1, 1, 16, 16), (1, 3, 8, 8), r'ref must have shape \(1, 3, 16, 16\) to match x \(1, 1, 16, 16\), got \(1, 3, 8, 8\)'),
+    ((1, 1, 16, 16), (1, 3, 8, 8),
+     r'ref must have shape \(1, 3, 16, 16\) to match x \(1, 1, 16, 16\), got \(1, 3, 8, 8\)'),
 ])
 def test_bad_input_names_tensor_and_shapes(x_shape, ref_shape, message):
     with pytest.raises(ValueError, match=message):

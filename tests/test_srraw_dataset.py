@@ -76,6 +76,7 @@ def test_test_items_whole_images(demo, in_format):
 def test_train_crops_are_aligned(demo):
     root, meta = demo
     ds = SRRAWPairedDataset(_opt(root))
+    textured = 0
     for i in range(len(ds)):
         item = ds[i]
         scene_key = 'train/' + item['lq_path'].split('/')[-2]
@@ -94,10 +95,14 @@ def test_train_crops_are_aligned(demo):
             return np.clip(lin, 0, 1)**(1 / JPEG_GAMMA)
 
         gt = item['gt'].numpy().transpose(1, 2, 0)[8:-8, 8:-8]
-        aligned = _psnr(gt, oracle(0)[8:-8, 8:-8])
-        shifted = _psnr(gt, oracle(1.0)[8:-8, 8:-8])  # one mosaic pixel off
+        exact, off = oracle(0)[8:-8, 8:-8], oracle(1.0)[8:-8, 8:-8]  # aligned, and one mosaic pixel off
+        aligned = _psnr(gt, exact)
         assert aligned > 22, (i, aligned)
-        assert aligned > shifted + 4, (i, aligned, shifted)
+        if _psnr(exact, off) > 35:
+            continue  # a crop of flat sky or background: a one-pixel shift cannot be seen in it
+        textured += 1
+        assert aligned > _psnr(gt, off) + 4, (i, aligned, _psnr(gt, off))
+    assert textured >= 2, 'too few textured crops to check the alignment'
 
 
 def test_flips_keep_rggb_phase(demo):
