@@ -24,7 +24,7 @@ sys.path.insert(0, ROOT)
 
 from sdan_basicsr.tools.demo import read_test_metrics  # noqa: E402
 
-SDAN_NET = {'type': 'SDAN', 'num_in_ch': 1, 'num_out_ch': 3, 'num_feat': 32, 'num_block': 4, 'upscale': 4,
+SDAN_NET = {'type': 'SDAN', 'num_in_ch': 1, 'num_out_ch': 3, 'num_feat': 16, 'num_block': 4, 'upscale': 4,
             'in_format': 'bayer'}
 #: row → (table, label, network_g overrides (None: bicubic, no training), in_format, pixel loss)
 ROWS = {
