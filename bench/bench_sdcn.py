@@ -10,6 +10,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
+from bench_util import device_name, pick_device, synchronize  # noqa: E402
 
 from sdan_basicsr.ops.squared_deform_conv import squared_deform_conv2d
 
@@ -28,29 +29,6 @@ def mmcv_available() -> bool:
     except ImportError:
         return False
     return True
-
-
-def pick_device(name: str) -> torch.device:
-    if name == 'auto':
-        name = 'cuda' if torch.cuda.is_available() else 'cpu'
-    return torch.device(name)
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == 'cuda':
-        return torch.cuda.get_device_name(device)
-    model = 'unknown CPU'
-    try:
-        with open('/proc/cpuinfo') as f:
-            model = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-    except (OSError, StopIteration):
-        pass
-    return f'{model}, {torch.get_num_threads()} torch threads'
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
 
 
 def make_calls(channels: int, size: int, batch: int, device: torch.device, methods: List[str]) -> Dict[str, Callable]:
