@@ -23,6 +23,19 @@ IN_FORMAT_CHANNELS = {'bayer': 1, 'packed': 4, 'rgb': 3}
 CPA_PACKING = 8
 
 
+def pad_to_multiple(img: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Reflect-pad bottom/right to a multiple of ``multiple`` (reflection keeps a Bayer mosaic's phase).
+
+    Images smaller than the padding are replicate-padded.
+    """
+    h, w = img.shape[-2:]
+    pad_h, pad_w = -h % multiple, -w % multiple
+    if not pad_h and not pad_w:
+        return img
+    mode = 'reflect' if pad_h < h and pad_w < w else 'replicate'
+    return F.pad(img, (0, pad_w, 0, pad_h), mode=mode)
+
+
 class SDANOutput(NamedTuple):
     """What :class:`SDAN` returns.
 
@@ -308,18 +321,10 @@ class SDAN(nn.Module):
             raise ValueError(f'ref must have shape ({x.shape[0]}, 3, {x.shape[2]}, {x.shape[3]}) to match x '
                              f'{tuple(x.shape)}, got {tuple(ref.shape)}')
 
-    @staticmethod
-    def _pad(t: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
-        if not pad_h and not pad_w:
-            return t
-        mode = 'reflect' if pad_h < t.shape[2] and pad_w < t.shape[3] else 'replicate'
-        return F.pad(t, (0, pad_w, 0, pad_h), mode=mode)
-
     def forward(self, x: torch.Tensor, ref: torch.Tensor) -> SDANOutput:
         self._check(x, ref)
         h, w = x.shape[2:]
-        pad_h, pad_w = -h % CPA_PACKING, -w % CPA_PACKING
-        x, ref = self._pad(x, pad_h, pad_w), self._pad(ref, pad_h, pad_w)
+        x, ref = pad_to_multiple(x, CPA_PACKING), pad_to_multiple(ref, CPA_PACKING)
         if self.flip_ref:
             ref = torch.cat([ref, ref.flip(2), ref.flip(3), ref.flip(2, 3)], dim=1)
 

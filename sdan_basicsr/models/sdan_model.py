@@ -16,6 +16,7 @@ from basicsr.utils import imwrite, tensor2img
 from basicsr.utils.registry import MODEL_REGISTRY
 from tqdm import tqdm
 
+from sdan_basicsr.archs.sdan_arch import pad_to_multiple
 from sdan_basicsr.data.raw_utils import display_gains
 from sdan_basicsr.losses.masked_dual_l1_loss import MaskedDualL1Loss
 
@@ -28,16 +29,6 @@ def downsample_to(img: torch.Tensor, size) -> torch.Tensor:
 def apply_white_balance(img: torch.Tensor, wb: torch.Tensor) -> torch.Tensor:
     """Re-apply the camera white balance ``wb`` (N, 4) to a no-white-balance RGB output (N, 3, H, W) in [0, 1]."""
     return (img * display_gains(wb.to(img.dtype)).view(-1, 3, 1, 1)).clamp(0, 1)
-
-
-def pad_to_multiple(img: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Reflect-pad bottom/right to a multiple of ``multiple`` (reflection keeps a Bayer mosaic's phase)."""
-    h, w = img.shape[-2:]
-    pad_h, pad_w = -h % multiple, -w % multiple
-    if not pad_h and not pad_w:
-        return img
-    mode = 'reflect' if pad_h < h and pad_w < w else 'replicate'
-    return F.pad(img, (0, pad_w, 0, pad_h), mode=mode)
 
 
 def image_name(lq_path: str) -> str:

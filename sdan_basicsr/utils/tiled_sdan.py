@@ -12,7 +12,7 @@ from basicsr.archs.rcan_arch import ChannelAttention
 from torch import nn
 from tqdm import tqdm
 
-from sdan_basicsr.archs.sdan_arch import CPA_PACKING, SDAN, CrossPackingAttention, SDANOutput
+from sdan_basicsr.archs.sdan_arch import CPA_PACKING, SDAN, CrossPackingAttention, SDANOutput, pad_to_multiple
 
 #: A box (y0, y1, x0, x1) on the padded input grid, end exclusive.
 Box = Tuple[int, int, int, int]
@@ -251,8 +251,7 @@ def tiled_forward(net: SDAN,
     net._check(x, ref)
     tile = -(-tile // CPA_PACKING) * CPA_PACKING
     n, _, h, w = x.shape
-    pad_h, pad_w = -h % CPA_PACKING, -w % CPA_PACKING
-    run = _TiledSDAN(net, net._pad(x, pad_h, pad_w), net._pad(ref, pad_h, pad_w))
+    run = _TiledSDAN(net, pad_to_multiple(x, CPA_PACKING), pad_to_multiple(ref, CPA_PACKING))
     tiles = _tiles(run.size, tile)
     bar = tqdm(total=3 * len(tiles), unit='tile', disable=not progress)
 
