@@ -23,6 +23,7 @@ import yaml
 
 from sdan_basicsr.archs.sdan_arch import IN_FORMAT_CHANNELS, SDAN
 from sdan_basicsr.data import raw_utils
+from sdan_basicsr.models.sdan_model import apply_white_balance
 from sdan_basicsr.utils.tiled_sdan import tiled_forward
 
 #: Output formats by extension (cv2 writes both with 8 or 16 bits per channel).
@@ -330,14 +331,14 @@ def zoom(raw: str,
         x, x_rgb, wb = read_inputs(raw, net.in_format, ref)
         net = net.to(device)
         x, x_rgb = x.to(device), x_rgb.to(device)
-        gains = torch.from_numpy(raw_utils.display_gains(wb)).to(device).view(1, 3, 1, 1)
+        wb = torch.from_numpy(np.asarray(wb, np.float32)).to(device).view(1, 4)
         s = net.upscale
         out_h, out_w = s * x.shape[2], s * x.shape[3]
         image = np.empty((out_h, out_w, 3), np.uint8 if bits == 8 else np.uint16)
         top = 2**bits - 1
 
         def paste(row: int, col: int, sr: torch.Tensor) -> None:
-            tile_img = (sr * gains).clamp_(0, 1).mul_(top).round_()[0].permute(1, 2, 0).cpu().numpy()
+            tile_img = apply_white_balance(sr, wb).mul_(top).round_()[0].permute(1, 2, 0).cpu().numpy()
             image[row:row + tile_img.shape[0], col:col + tile_img.shape[1]] = tile_img
 
         if tile:
