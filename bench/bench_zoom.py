@@ -30,9 +30,7 @@ def write_inputs(folder: str, h: int, w: int, num_feat: int, num_block: int) -> 
     if not osp.exists(raw):
         rgb = cv2.resize(skdata.astronaut(), (w, h), interpolation=cv2.INTER_CUBIC).astype(np.float32) / 255
         linear = rgb**2.2 * 0.8
-        mosaic = np.empty((h, w), np.float32)
-        for (dy, dx), c in zip(raw_utils.PACK_ORDER, (0, 1, 2, 1)):
-            mosaic[dy::2, dx::2] = linear[dy::2, dx::2, c]
+        mosaic = raw_utils.mosaic_rgb(linear)
         black, white = raw_utils.SONY_BLACK_LEVEL, raw_utils.SONY_WHITE_LEVEL
         raw_utils.write_dng(raw, np.round(black + mosaic * (white - black)).astype(np.uint16), 'RGGB', black, white,
                             (0.5, 1., 0.6))

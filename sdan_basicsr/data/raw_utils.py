@@ -441,3 +441,26 @@ def display_gains(wb: Array) -> Array:
     multiplies outputs by them for display.
     """
     return wb[..., [0, 1, 3]] ** (1 / JPEG_GAMMA)
+
+
+def remove_white_balance(rgb: np.ndarray, wb: np.ndarray) -> np.ndarray:
+    """A gamma-encoded (H, W, 3) image in [0, 1] divided by :func:`display_gains` of ``wb``, clipped to [0, 1]."""
+    return np.clip(rgb / display_gains(np.asarray(wb, dtype=np.float32)), 0, 1)
+
+
+def mosaic_rgb(rgb: np.ndarray) -> np.ndarray:
+    """Sample an (H, W, 3) RGB image through an RGGB colour filter array: (H, W) mosaic."""
+    mosaic = np.empty(rgb.shape[:2], rgb.dtype)
+    for (dy, dx), c in zip(PACK_ORDER, (0, 1, 2, 1)):
+        mosaic[dy::2, dx::2] = rgb[dy::2, dx::2, c]
+    return mosaic
+
+
+def network_input(mosaic: np.ndarray, rgb: np.ndarray, in_format: str) -> np.ndarray:
+    """The network input X (C, h', w') of ``in_format``: the RGGB mosaic (1, h, w), its packing (4, h/2, w/2),
+    or the (h, w, 3) RGB rendition as (3, h, w)."""
+    if in_format == 'bayer':
+        return mosaic[None]
+    if in_format == 'packed':
+        return pack_bayer(mosaic)
+    return rgb.transpose(2, 0, 1)

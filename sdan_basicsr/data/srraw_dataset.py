@@ -225,10 +225,6 @@ class SRRAWPairedDataset(data.Dataset):
             return (_centre_biased(width - size, int(flip_x)), _centre_biased(height - size, int(flip_y)), size, size)
         return int(flip_x), int(flip_y), width - 2 * int(flip_x), height - 2 * int(flip_y)
 
-    @staticmethod
-    def _no_wb(img: np.ndarray, wb: np.ndarray) -> np.ndarray:
-        return np.clip(img / raw_utils.display_gains(np.asarray(wb, dtype=np.float32)), 0, 1)
-
     def __getitem__(self, index: int) -> dict:
         s = self.samples[index]
         bx0, by0, bx1, by1 = s['box']
@@ -242,21 +238,16 @@ class SRRAWPairedDataset(data.Dataset):
         scale = self.scale
         gt = _warp(_read_rgb(s['gt_path']), s['raw_to_hr'] @ raw_utils.grid_matrix(x, y, 1 / scale), w * scale,
                    h * scale)
-        gt = self._no_wb(gt, s['wb_gt'])
+        gt = raw_utils.remove_white_balance(gt, s['wb_gt'])
         step = 2 if self.in_format == 'packed' else 1
         lq_jpg = _read_rgb(s['lq_jpg'])
-        lq_rgb = self._no_wb(_warp(lq_jpg, s['raw_to_jpg'] @ raw_utils.grid_matrix(x, y, step), w // step, h // step),
-                             s['wb_lq'])
+        lq_rgb = _warp(lq_jpg, s['raw_to_jpg'] @ raw_utils.grid_matrix(x, y, step), w // step, h // step)
+        lq_rgb = raw_utils.remove_white_balance(lq_rgb, s['wb_lq'])
 
         axes = [a for a, f in ((0, flip_y), (1, flip_x)) if f]
         if axes:
             mosaic, gt, lq_rgb = (np.flip(a, axis=axes) for a in (mosaic, gt, lq_rgb))
-        if self.in_format == 'bayer':
-            lq = mosaic[None]
-        elif self.in_format == 'packed':
-            lq = raw_utils.pack_bayer(mosaic)
-        else:
-            lq = lq_rgb.transpose(2, 0, 1)
+        lq = raw_utils.network_input(mosaic, lq_rgb, self.in_format)
 
         def tensor(a: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))

@@ -109,9 +109,7 @@ def write_shot(scene: dict, k: int, folder: str, rng: np.random.Generator) -> No
     radiance = render_linear(scene, k, x, y) * EXPOSURE
     r, _, _, b = scene['wb']
     sensor = radiance / np.array([r, 1, b], dtype=np.float32)
-    mosaic = np.empty((h, w), np.float32)
-    for (dy, dx), c in zip(raw_utils.PACK_ORDER, (0, 1, 2, 1)):
-        mosaic[dy::2, dx::2] = sensor[dy::2, dx::2, c]
+    mosaic = raw_utils.mosaic_rgb(sensor.astype(np.float32))
     mosaic += rng.normal(size=mosaic.shape).astype(np.float32) * np.sqrt(SHOT_NOISE * mosaic + READ_NOISE**2)
     black, white = raw_utils.SONY_BLACK_LEVEL, raw_utils.SONY_WHITE_LEVEL
     counts = np.clip(np.round(black + mosaic * (white - black)), 0, white).astype(np.uint16)

@@ -199,7 +199,7 @@ def _jpeg_reference(path: str, size: Tuple[int, int], wb: np.ndarray) -> np.ndar
         raise ZoomError(f'reference {path} is {jw}x{jh}, not the aspect ratio of the RAW mosaic {w}x{h}')
     inter = cv2.INTER_AREA if jh > h else cv2.INTER_CUBIC
     img = cv2.cvtColor(cv2.resize(img, (w, h), interpolation=inter), cv2.COLOR_BGR2RGB).astype(np.float32) / 255
-    return np.clip(img / raw_utils.display_gains(wb), 0, 1)
+    return raw_utils.remove_white_balance(img, wb)
 
 
 def read_inputs(raw_path: str, in_format: str, ref_path: Optional[str] = None
@@ -219,13 +219,9 @@ def read_inputs(raw_path: str, in_format: str, ref_path: Optional[str] = None
     wb = raw_utils.camera_wb(raw_path)
     size = mosaic.shape
     ref = _libraw_reference(raw_path, size) if ref_path is None else _jpeg_reference(ref_path, size, wb)
-    if in_format == 'bayer':
-        x = mosaic[None]
-    elif in_format == 'packed':
-        x = raw_utils.pack_bayer(mosaic)
+    x = raw_utils.network_input(mosaic, ref, in_format)
+    if in_format == 'packed':
         ref = cv2.resize(ref, (size[1] // 2, size[0] // 2), interpolation=cv2.INTER_AREA)
-    else:
-        x = ref.transpose(2, 0, 1)
     to_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None]  # noqa: E731
     return to_tensor(x), to_tensor(ref.transpose(2, 0, 1)), wb
 
