@@ -1,5 +1,45 @@
-"""Install sdan-basicsr: ``pip install --no-build-isolation -e .`` after torch and basicsr 1.4.2."""
+"""Install sdan-basicsr: ``pip install --no-build-isolation -e .`` after torch and basicsr 1.4.2.
+
+Also builds the optional CPU kernel ``sdan_basicsr.ops._squared_warp`` (fused warp of the squared
+deformable convolution's ``fast`` backend) when torch is importable; when it is not, or the compiler
+fails, the package installs without it and falls back to pure PyTorch.
+"""
+import sys
+
 from setuptools import find_packages, setup
+
+EXT_NAME = 'sdan_basicsr.ops._squared_warp'
+
+
+def _extension_kwargs():
+    """``ext_modules`` and ``cmdclass`` for the optional C++ kernel, or nothing without torch."""
+    try:
+        from torch.utils.cpp_extension import BuildExtension, CppExtension
+    except ImportError as err:
+        print(f'warning: torch is not importable ({err}); building sdan-basicsr without {EXT_NAME}', file=sys.stderr)
+        return {}
+
+    class OptionalBuildExtension(BuildExtension):
+        """Build the kernel if possible; a compile error only prints a warning."""
+
+        def run(self):
+            try:
+                super().run()
+            except Exception as err:  # any build failure leaves the pure-PyTorch path
+                print(f'warning: could not build {EXT_NAME} ({err}); the fast backend uses pure PyTorch',
+                      file=sys.stderr)
+
+        def build_extension(self, ext):
+            try:
+                super().build_extension(ext)
+            except Exception as err:
+                print(f'warning: could not build {ext.name} ({err}); the fast backend uses pure PyTorch',
+                      file=sys.stderr)
+
+    ext = CppExtension(EXT_NAME, ['sdan_basicsr/ops/csrc/squared_warp.cpp'],
+                       extra_compile_args=['-O3', '-fopenmp'], extra_link_args=['-fopenmp'])
+    return dict(ext_modules=[ext], cmdclass={'build_ext': OptionalBuildExtension.with_options(use_ninja=False)})
+
 
 setup(
     name='sdan-basicsr',
@@ -37,4 +77,5 @@ setup(
             'sdan-zoom=sdan_basicsr.tools.zoom:main',
         ]
     },
+    **_extension_kwargs(),
 )

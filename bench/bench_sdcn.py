@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from bench_util import device_name, pick_device, synchronize  # noqa: E402
 
-from sdan_basicsr.ops.squared_deform_conv import squared_deform_conv2d
+from sdan_basicsr.ops.squared_deform_conv import squared_deform_conv2d, warp_implementation
 
 #: Target configuration of the benchmark (channels, size, batch), timed forward+backward.
 TARGET = (64, 128, 4)
@@ -117,6 +117,8 @@ def main() -> None:
     print('times: median ms; fwd under no_grad, fwd+bwd = forward + backward to x, theta, weight, bias; '
           'conv NCHW/NHWC = F.conv2d 3x3 same size on NCHW / channels_last input (fast runs its conv in '
           'channels_last); ratios from the same run')
+    warp = warp_implementation(device, torch.float32)
+    print(f'fast warp: {warp}' + ('; with it the conv runs on x as given (NCHW here)' if 'C++' in warp else ''))
     header = (f'{"ch":>3} {"size":>5} {"b":>2} {"pass":>7} ' + ' '.join(f'{m:>10}' for m in METHODS)
               + f' {"tv/fast":>8} {"mmcv/fast":>9} {"fast/NCHW":>9} {"fast/NHWC":>9}')
     print(header)

@@ -4,6 +4,7 @@ import torch
 from torchvision.ops import deform_conv2d
 
 from sdan_basicsr.ops import SquaredDeformConv2d, expand_squared_offset, squared_deform_conv2d
+from sdan_basicsr.ops import squared_deform_conv as sdc
 
 
 def _mmcv_available() -> bool:
@@ -23,6 +24,9 @@ OFFSETS = {
     'integer': lambda shape: (torch.randn(shape) * 3).round(),
     'beyond': lambda shape: torch.randn(shape) * 40,
 }
+
+
+LAYOUTS = {'contiguous': torch.contiguous_format, 'channels_last': torch.channels_last}
 
 
 def _reference(x, theta, weight, bias, mask):
@@ -145,6 +149,107 @@ def test_mmcv_backend_missing_names_the_package(monkeypatch):
     with pytest.raises(ImportError, match="backend 'mmcv' needs the package mmcv"):
         squared_deform_conv2d(torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 4, 4), torch.zeros(2, 2, 3, 3),
                               backend='mmcv')
+
+
+def test_fused_warp_is_built_and_used_on_cpu():
+    """setup.py builds the C++ warp here; ``fast`` must run it for float32/float64 CPU tensors."""
+    assert sdc.warp_extension_available(), 'sdan_basicsr.ops._squared_warp was not built'
+    for dtype in (torch.float32, torch.float64):
+        assert sdc.warp_implementation('cpu', dtype) == 'fused C++ (CPU)'
+        x, theta, weight, bias, mask = _case(dtype, 'fractional', True)
+        out = squared_deform_conv2d(x, theta, weight, bias, mask, backend='fast')
+        assert type(out.grad_fn).__name__ == '_FusedWarpBackward'
+    assert sdc.warp_implementation('cpu', torch.bfloat16).startswith('PyTorch')
+    assert sdc.warp_implementation('meta', torch.float32).startswith('PyTorch')
+
+
+def _fast_and_grads(inputs, fused, grad_layout, monkeypatch):
+    """``fast`` output and gradients of every input that requires one, for an upstream gradient
+    in ``grad_layout`` (``contiguous`` or ``channels_last``), by the fused or the PyTorch warp."""
+    with monkeypatch.context() as patch:
+        if not fused:
+            patch.setattr(sdc, '_squared_warp', None)
+        out = squared_deform_conv2d(*inputs, backend='fast')
+    assert (type(out.grad_fn).__name__ == '_FusedWarpBackward') == fused
+    gen = torch.Generator().manual_seed(1)
+    grad = torch.randn(out.shape, generator=gen, dtype=out.dtype)
+    grad = grad.contiguous(memory_format=LAYOUTS[grad_layout])
+    wrt = [t for t in inputs if t is not None and t.requires_grad]
+    return [out] + list(torch.autograd.grad(out, wrt, grad))
+
+
+@pytest.mark.parametrize('offsets', list(OFFSETS))
+@pytest.mark.parametrize('x_layout', ['contiguous', 'channels_last'])
+@pytest.mark.parametrize('grad_layout', ['contiguous', 'channels_last'])
+@pytest.mark.parametrize('shape, out_ch', [((2, 5, 9, 11), 4), ((1, 3, 6, 7), 20), ((3, 8, 5, 4), 33)])
+def test_fused_warp_matches_pytorch_warp_float64(offsets, x_layout, grad_layout, shape, out_ch, monkeypatch):
+    """The C++ kernel (mask and bias fused) against the pure-PyTorch warp: output and all gradients."""
+    torch.manual_seed(0)
+    inputs = _case(torch.float64, offsets, True, shape=shape, out_ch=out_ch)
+    inputs[0] = inputs[0].detach().contiguous(memory_format=LAYOUTS[x_layout]).requires_grad_()
+    fused = _fast_and_grads(inputs, True, grad_layout, monkeypatch)
+    reference = _fast_and_grads(inputs, False, grad_layout, monkeypatch)
+    names = ['output', 'grad x', 'grad theta', 'grad weight', 'grad bias', 'grad mask']
+    for name, f, r in zip(names, fused, reference):
+        err = (f - r).abs().max().item()
+        assert err <= 1e-10 * max(r.abs().max().item(), 1.0), f'{name}: max error {err:.3g}'
+    assert fused[0].is_contiguous(memory_format=LAYOUTS[x_layout])
+
+
+# which of (x, Θ, weight, bias, mask) need a gradient, with and without mask and bias
+PARTIAL = [(wrt, extras) for extras in (True, False) for wrt in [(0, ), (1, ), (3, ), (4, ), (1, 4), (0, 2)]
+           if extras or not set(wrt) <= {3, 4}]
+
+
+@pytest.mark.parametrize('wrt, with_mask_and_bias', PARTIAL)
+def test_fused_warp_partial_gradients(wrt, with_mask_and_bias, monkeypatch):
+    """Only some inputs need a gradient, with and without mask and bias."""
+    torch.manual_seed(0)
+    inputs = [t.detach() if t is not None else None for t in _case(torch.float64, 'fractional', with_mask_and_bias)]
+    if not with_mask_and_bias:
+        inputs[3] = None
+    for i in wrt:
+        if inputs[i] is not None:
+            inputs[i].requires_grad_()
+    fused = _fast_and_grads(inputs, True, 'contiguous', monkeypatch)
+    reference = _fast_and_grads(inputs, False, 'contiguous', monkeypatch)
+    for f, r in zip(fused, reference):
+        torch.testing.assert_close(f, r, rtol=0, atol=1e-10)
+
+
+def test_fused_warp_does_not_depend_on_thread_count():
+    """Deterministic: bitwise the same with 1, 2 or 4 threads (one or several channel blocks per image)."""
+    torch.manual_seed(0)
+    inputs = _case(torch.float32, 'fractional', True, shape=(4, 6, 12, 10), out_ch=48)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2, 4):
+            torch.set_num_threads(n)
+            results.append(_value_and_grads(lambda *a: squared_deform_conv2d(*a, backend='fast'), inputs))
+    finally:
+        torch.set_num_threads(threads)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert torch.equal(a, b)
+
+
+def test_fused_warp_gradcheck():
+    """torch.autograd.gradcheck of the C++ warp (source, Θ, mask, bias), positions away from integers."""
+    gen = torch.Generator().manual_seed(0)
+    n, c, h, w = 2, 3, 4, 5
+    source = torch.randn(n, c, h + 2, w + 2, dtype=torch.float64, generator=gen)
+    whole = torch.randint(-3, 4, (n, 2, h, w), generator=gen).double()
+    theta = whole + 0.15 + 0.7 * torch.rand(n, 2, h, w, dtype=torch.float64, generator=gen)
+    mask = torch.rand(n, 1, h, w, dtype=torch.float64, generator=gen)
+    bias = torch.randn(c, dtype=torch.float64, generator=gen)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        inputs = [t.clone().requires_grad_() for t in (source.contiguous(memory_format=layout), theta, mask, bias)]
+        assert torch.autograd.gradcheck(lambda *a: sdc._FusedWarp.apply(*a, 1, layout == torch.channels_last), inputs)
+    x = torch.randn(1, 2, 5, 4, dtype=torch.float64, generator=gen, requires_grad=True)
+    weight = torch.randn(3, 2, 3, 3, dtype=torch.float64, generator=gen, requires_grad=True)
+    theta = (torch.randint(-2, 3, (1, 2, 5, 4), generator=gen) + 0.3).double().requires_grad_()
+    assert torch.autograd.gradcheck(lambda *a: squared_deform_conv2d(*a, backend='fast'), (x, theta, weight))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')

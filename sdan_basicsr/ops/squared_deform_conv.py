@@ -2,6 +2,8 @@
 
 SDAN (ICME 2021), eq. (5) with squared offsets: every tap of the window at p shares Δp(p) = Θ(p).
 Three backends compute the same function: ``fast`` (exact conv-then-warp), ``torchvision`` and ``mmcv``.
+On CPU, ``fast`` warps with the fused C++ kernel ``sdan_basicsr.ops._squared_warp`` when it was built
+(see :func:`warp_extension_available`), else with pure PyTorch.
 """
 import math
 from typing import Optional
@@ -12,7 +14,29 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 from torchvision.ops import deform_conv2d
 
+try:
+    from . import _squared_warp
+except ImportError:  # not built (no compiler, or torch missing at install time): pure-PyTorch warp
+    _squared_warp = None
+
 BACKENDS = ('auto', 'fast', 'torchvision', 'mmcv')
+
+
+def warp_extension_available() -> bool:
+    """Whether the fused C++ warp kernel was built; ``fast`` uses it for float32/float64 CPU tensors."""
+    return _squared_warp is not None
+
+
+def warp_implementation(device='cpu', dtype: torch.dtype = torch.float32) -> str:
+    """Name of the warp that ``fast`` runs for tensors on ``device`` of ``dtype``: ``fused C++ (CPU)``
+    or ``PyTorch (index_select / index_add_)``."""
+    return 'fused C++ (CPU)' if _use_fused_warp(torch.device(device), dtype) else 'PyTorch (index_select / index_add_)'
+
+
+def _use_fused_warp(device: torch.device, dtype: torch.dtype, *others: Optional[torch.Tensor]) -> bool:
+    """The C++ kernel takes float32/float64 CPU tensors, all of one dtype (``others``: Θ, mask, bias)."""
+    return (_squared_warp is not None and device.type == 'cpu' and dtype in (torch.float32, torch.float64)
+            and all(t is None or (t.device.type == 'cpu' and t.dtype == dtype) for t in others))
 
 
 def expand_squared_offset(theta: torch.Tensor, kernel_size: int = 3) -> torch.Tensor:
@@ -94,6 +118,40 @@ class _BilinearWarp(torch.autograd.Function):
         return grad_source, grad_rows, grad_cols
 
 
+class _FusedWarp(torch.autograd.Function):
+    """m(p) · S(p + Θ(p) + k//2) + b in one C++ pass (CPU), with S the padded convolution.
+
+    The kernel samples S bilinearly (zero outside, derivatives at the floor corners, as
+    :class:`_BilinearWarp`) from a channels-last copy that it makes itself, so each corner's C
+    channels are one contiguous run, then multiplies by the mask and adds the bias. The output and
+    the gradient of S keep the memory format of S (that of ``x``). Only the inputs are saved: the
+    backward recomputes the corners and, in one pass, scatters the output gradient into S (race-free:
+    one task per image and channel block) and takes the four corner dot products per pixel that give
+    the gradients of Θ and m.
+    """
+
+    @staticmethod
+    def forward(ctx, source: torch.Tensor, theta: torch.Tensor, mask: Optional[torch.Tensor],
+                bias: Optional[torch.Tensor], offset: int, out_channels_last: bool) -> torch.Tensor:
+        theta = theta.contiguous()
+        mask = source.new_empty(0) if mask is None else mask.contiguous()
+        bias = source.new_empty(0) if bias is None else bias.contiguous()
+        out, source_nhwc = _squared_warp.warp_forward(source, theta, offset, mask, bias, out_channels_last)
+        ctx.save_for_backward(source_nhwc, theta, mask)
+        ctx.offset = offset
+        ctx.source_channels_last = source.permute(0, 2, 3, 1).is_contiguous()
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):
+        source_nhwc, theta, mask = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        grads = _squared_warp.warp_backward(grad_out, source_nhwc, theta, ctx.offset, mask, ctx.source_channels_last,
+                                            *need[:4])
+        return tuple(g if n else None for g, n in zip(grads, need[:4])) + (None, None)
+
+
 def _corners(rows: torch.Tensor, cols: torch.Tensor, hs: int, ws: int):
     """Flat indices, bilinear weights and their derivatives for the four corners of every sample.
 
@@ -124,9 +182,14 @@ def _fast(x, theta, weight, bias, mask):
 
     The convolution is computed k//2 pixels beyond the image on every side (padding k − 1), as far
     as its window still sees image pixels; further out it is exactly zero, which the warp's zero
-    padding supplies. Pixel p of the image is pixel p + k//2 of that map.
+    padding supplies. Pixel p of the image is pixel p + k//2 of that map. On CPU the warp, the mask
+    and the bias are one fused kernel (:class:`_FusedWarp`); elsewhere :class:`_BilinearWarp`.
     """
     k = weight.shape[-1]
+    if _use_fused_warp(x.device, x.dtype, theta, mask, bias):
+        # the convolution in x's memory format: the kernel transposes what it needs itself
+        x_channels_last = x.permute(0, 2, 3, 1).is_contiguous()
+        return _FusedWarp.apply(F.conv2d(x, weight, padding=k - 1), theta, mask, bias, k // 2, x_channels_last)
     conv = F.conv2d(x.contiguous(memory_format=torch.channels_last), weight, padding=k - 1)
     h, w = x.shape[2:]
     ys = torch.arange(h, dtype=theta.dtype, device=theta.device).view(1, h, 1) + k // 2
