@@ -135,6 +135,19 @@ def test_zero_offset_init_starts_as_plain_convolution():
     torch.testing.assert_close(aligned, F.relu(F.conv2d(feat, align.dcn.weight, align.dcn.bias, padding=1)))
 
 
+def test_image_skip_adds_the_upsampled_aligned_image():
+    torch.manual_seed(0)
+    plain = SDAN(**TINY).eval()
+    skip = SDAN(**TINY, image_skip=True).eval()
+    skip.load_state_dict(plain.state_dict())
+    x, ref = torch.rand(1, 1, 16, 24), torch.rand(1, 3, 16, 24)
+    with torch.no_grad():
+        out, out_skip = plain(x, ref), skip(x, ref)
+    base = F.interpolate(out.aligned, scale_factor=4, mode='bilinear', align_corners=False)
+    assert torch.allclose(out_skip.aligned, out.aligned)
+    assert torch.allclose(out_skip.sr, out.sr + base, atol=1e-6)
+
+
 def test_modulation_option_learns_a_per_pixel_scalar():
     net = SDAN(**TINY, modulation=True)
     assert net.align.offset_conv3.out_channels == 3

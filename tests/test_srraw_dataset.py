@@ -10,7 +10,7 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from sdan_basicsr.data import raw_utils
 from sdan_basicsr.data.raw_utils import JPEG_GAMMA
 from sdan_basicsr.data.srraw_dataset import SRRAWPairedDataset
-from sdan_basicsr.tools.make_demo import EXPOSURE, make_demo, render_linear
+from sdan_basicsr.tools.make_demo import EXPOSURE, exact_target, make_demo, render_linear
 
 
 @pytest.fixture(scope='module')
@@ -71,6 +71,19 @@ def test_test_items_whole_images(demo, in_format):
         h, w = 2 * h, 2 * w
     assert h % 2 == 0 and w % 2 == 0 and h >= 24 and w >= 32
     assert item['gt'].shape == (3, 4 * h, 4 * w)
+
+
+def test_exact_target_is_the_aligned_target_without_misalignment(demo):
+    """With affine misalignment only, ECC aligns the long-focal shot onto the exact zoom of the LR shot."""
+    root, meta = demo
+    ds = SRRAWPairedDataset(dict(dataroot=str(root / 'test'), phase='test'))
+    gt = ds[0]['gt'].numpy().transpose(1, 2, 0)
+    exact = exact_target(meta, ds.samples[0], ds.scale)
+    assert exact.shape == gt.shape and exact.dtype == np.float32
+    c = 16
+    assert _psnr(exact[c:-c, c:-c], gt[c:-c, c:-c]) > 30
+    # one LR pixel of shift is far worse: the geometry, not just the content, is what matches
+    assert _psnr(exact[c:-c, c:-c], gt[c + 4:gt.shape[0] - c + 4, c:-c]) < _psnr(exact[c:-c, c:-c], gt[c:-c, c:-c]) - 3
 
 
 def test_train_crops_are_aligned(demo):

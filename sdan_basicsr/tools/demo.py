@@ -5,6 +5,7 @@ launchers (``sdan_basicsr/train.py``, ``sdan_basicsr/test.py``) as a user would.
 """
 import argparse
 import glob
+import json
 import os
 import re
 import subprocess
@@ -41,14 +42,67 @@ def read_test_metrics(root: str, name: str) -> Dict[str, float]:
         return {k: float(v) for k, v in METRIC_RE.findall(f.read())}
 
 
-def side_by_side(root: str, out_path: str) -> str:
-    """Input | bicubic | SDAN | target of the first test scene, as one PNG with labels."""
+def _test_dataset(root: str):
+    from sdan_basicsr.data.srraw_dataset import SRRAWPairedDataset
+
+    return SRRAWPairedDataset({'name': 'demo', 'dataroot': osp.join(root, DEMO_DATA, 'test'), 'phase': 'test'})
+
+
+def _saved_result(root: str, label: str, stem: str) -> np.ndarray:
+    """The image ``test.py`` saved for test image ``stem`` with the option file of ``label`` (BGR, uint8)."""
+    name = _experiment_name(osp.join(root, TEST_OPTS[label]))
+    found = sorted(glob.glob(osp.join(root, 'results', name, 'visualization', '*', f'*{stem}*.png')))
+    if not found:
+        raise FileNotFoundError(f'no saved {label} result for {stem} under results/{name}')
+    return cv2.imread(found[0])
+
+
+def _exact_display(meta: dict, sample: dict, scale: int) -> np.ndarray:
+    """:func:`~sdan_basicsr.tools.make_demo.exact_target` of ``sample`` with its white balance, as saved images are."""
+    import torch
     from basicsr.utils import tensor2img
 
-    from sdan_basicsr.data.srraw_dataset import SRRAWPairedDataset
-    from sdan_basicsr.models.sdan_model import apply_white_balance, image_name
+    from sdan_basicsr.models.sdan_model import apply_white_balance
+    from sdan_basicsr.tools.make_demo import exact_target
 
-    dataset = SRRAWPairedDataset({'name': 'demo', 'dataroot': osp.join(root, DEMO_DATA, 'test'), 'phase': 'test'})
+    target = torch.from_numpy(exact_target(meta, sample, scale).transpose(2, 0, 1)).unsqueeze(0)
+    return tensor2img(apply_white_balance(target, torch.tensor(sample['wb_lq'], dtype=torch.float32)[None]))
+
+
+def exact_scores(root: str) -> Dict[str, Dict[str, float]]:
+    """Metrics of the saved results against the exact zoom of every test shot (no misalignment).
+
+    The demo knows each scene's true geometry, so it can score what SR-RAW cannot: how close a result
+    is to the ideal zoom of its own input, free of the target shot's residual misalignment. Images are
+    compared as saved (white balance applied, 8 bit), with the test option file's metrics.
+    """
+    from basicsr.metrics import calculate_metric
+
+    from sdan_basicsr.models.sdan_model import image_name
+    from sdan_basicsr.tools.make_demo import META_FILE
+
+    with open(osp.join(root, DEMO_DATA, META_FILE), encoding='utf-8') as f:
+        meta = json.load(f)
+    dataset = _test_dataset(root)
+    metrics_opt = _load_opt(osp.join(root, TEST_OPTS['SDAN']))['val']['metrics']
+    scores = {label: dict.fromkeys(metrics_opt, 0.) for label in TEST_OPTS}
+    for sample in dataset.samples:
+        target = _exact_display(meta, sample, dataset.scale)
+        for label in TEST_OPTS:
+            img = _saved_result(root, label, image_name(sample['lq_path']))
+            for name, opt in metrics_opt.items():
+                scores[label][name] += calculate_metric({'img': img, 'img2': target}, opt) / len(dataset)
+    return scores
+
+
+def side_by_side(root: str, out_path: str) -> str:
+    """Input | bicubic | SDAN | target | exact zoom of the first test scene, as one PNG with labels."""
+    from basicsr.utils import tensor2img
+
+    from sdan_basicsr.models.sdan_model import apply_white_balance, image_name
+    from sdan_basicsr.tools.make_demo import META_FILE
+
+    dataset = _test_dataset(root)
     item = dataset[0]
     gt = item['gt'].unsqueeze(0)
     wb = item['wb'].unsqueeze(0)
@@ -57,13 +111,10 @@ def side_by_side(root: str, out_path: str) -> str:
     lq = tensor2img(apply_white_balance(item['lq_rgb'].unsqueeze(0), wb))
     panels = [('input (camera JPEG)', cv2.resize(lq, (w, h), interpolation=cv2.INTER_NEAREST))]
     stem = image_name(item['lq_path'])
-    for label, opt in TEST_OPTS.items():
-        name = _experiment_name(osp.join(root, opt))
-        found = sorted(glob.glob(osp.join(root, 'results', name, 'visualization', '*', f'*{stem}*.png')))
-        if not found:
-            raise FileNotFoundError(f'no saved {label} result for {stem} under results/{name}')
-        panels.append((label, cv2.imread(found[0])))
+    panels += [(label, _saved_result(root, label, stem)) for label in TEST_OPTS]
     panels.append(('target (long focal)', target))
+    with open(osp.join(root, DEMO_DATA, META_FILE), encoding='utf-8') as f:
+        panels.append(('exact zoom', _exact_display(json.load(f), dataset.samples[0], dataset.scale)))
     tiles = []
     for label, img in panels:
         img = img[:h, :w].copy()
@@ -74,11 +125,23 @@ def side_by_side(root: str, out_path: str) -> str:
     return out_path
 
 
-def _experiment_name(opt_path: str) -> str:
+def _load_opt(opt_path: str) -> dict:
     import yaml
 
     with open(opt_path, encoding='utf-8') as f:
-        return yaml.safe_load(f)['name']
+        return yaml.safe_load(f)
+
+
+def _experiment_name(opt_path: str) -> str:
+    return _load_opt(opt_path)['name']
+
+
+def _table(title: str, rows: Dict[str, Dict[str, float]]) -> None:
+    metrics = list(rows['SDAN'])
+    print(f'\n{title}')
+    print(f"{'method':<10}" + ''.join(f'{m:>10}' for m in metrics))
+    for label, values in rows.items():
+        print(f'{label:<10}' + ''.join(f'{values.get(m, float("nan")):>10.4f}' for m in metrics))
 
 
 def main(argv=None) -> None:
@@ -101,12 +164,11 @@ def main(argv=None) -> None:
         rows[label] = read_test_metrics(root, _experiment_name(opt))
     png = side_by_side(root, osp.join('results', 'sdan_demo_side_by_side.png'))
 
-    metrics = list(rows['SDAN'])
-    print('\nHeld-out demo scenes (RGB, 32-px border crop, no white balance):')
-    print(f"{'method':<10}" + ''.join(f'{m:>10}' for m in metrics))
-    for label, values in rows.items():
-        print(f'{label:<10}' + ''.join(f'{values.get(m, float("nan")):>10.4f}' for m in metrics))
-    print(f'\nside-by-side (input | bicubic | SDAN | target): {osp.join(root, png)}')
+    _table('Held-out demo scenes vs their long-focal shots (SR-RAW protocol: RGB, 32-px border crop, '
+           'no white balance):', rows)
+    _table('Held-out demo scenes vs the exact zoom of each input (known geometry, no misalignment; '
+           'saved images, white balance applied):', exact_scores(root))
+    print(f'\nside-by-side (input | bicubic | SDAN | target | exact zoom): {osp.join(root, png)}')
 
 
 if __name__ == '__main__':

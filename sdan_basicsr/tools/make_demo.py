@@ -20,8 +20,9 @@ from sdan_basicsr.tools.prepare_srraw import prepare_srraw
 
 #: Focal lengths (mm) of shots 00001 … 00007: 4X pairs 5→1 (4.4), 6→2 (4.3), 7→3 (4.2), as in SR-RAW.
 FOCAL_LENGTHS = (240., 150., 100., 70., 55., 35., 24.)
-#: Colour photographs of scikit-image used as scenes, in order.
-PHOTOS = ('coffee', 'rocket', 'astronaut', 'hubble_deep_field', 'chelsea', 'immunohistochemistry', 'retina')
+#: Colour photographs of scikit-image used as scenes, in order; the demo's 8 scenes (6 train, 2 test) use each once.
+PHOTOS = ('coffee', 'rocket', 'astronaut', 'hubble_deep_field', 'immunohistochemistry', 'retina', 'stereo_motorcycle',
+          'chelsea')
 #: Fraction of the photograph that ``00001`` sees; wider shots see its mirror-extended surroundings.
 PHOTO_FOV = 0.9
 #: Scene radiance → sensor exposure, below 1 so that no white-balanced channel clips.
@@ -36,6 +37,8 @@ META_FILE = 'demo_meta.json'
 def photo_linear(name: str) -> np.ndarray:
     """A scikit-image photograph as linear RGB float32 (sRGB approximated by gamma 2.2)."""
     img = getattr(skdata, name)()
+    if isinstance(img, tuple):  # stereo_motorcycle: (left, right, disparity)
+        img = img[0]
     if img.ndim == 2:
         img = np.stack([img] * 3, axis=-1)
     return (img[..., :3].astype(np.float32) / 255.)**2.2
@@ -92,6 +95,34 @@ def render_linear(scene: dict, k: int, x: np.ndarray, y: np.ndarray, pitch: floa
         photo = cv2.GaussianBlur(photo, (0, 0), 0.45 * step)
     uv = shot_to_photo(scene, k, x, y).astype(np.float32)
     return cv2.remap(photo, uv[..., 0], uv[..., 1], cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT_101)
+
+
+def exact_target(meta: dict, sample: dict, scale: int) -> np.ndarray:
+    """The ideal zoom of a test pair: the scene seen from the LR shot's own position, ``scale`` × finer.
+
+    SR-RAW's targets are other shots, misaligned beyond what the ECC affine removes, so PSNR against
+    them is capped by the misalignment; the demo knows the true geometry and renders the target that
+    a perfect zoom of the LR shot would produce, on the dataset's output grid and in its no-white-balance
+    convention (sensor values gamma-encoded), with no misalignment at all.
+
+    Args:
+        meta (dict): The contents of ``demo_meta.json``.
+        sample (dict): One entry of ``SRRAWPairedDataset.samples`` of a ``test`` (whole image) dataset.
+        scale (int): The dataset's ``scale``.
+
+    Returns:
+        ndarray: (H, W, 3) float32 in [0, 1], RGB, the size of that sample's ``gt``.
+    """
+    scene_dir, shot = osp.split(osp.splitext(sample['lq_path'])[0])
+    key = '/'.join(osp.normpath(scene_dir).split(os.sep)[-2:])
+    scene = meta['scenes'][key]
+    x0, y0, x1, y1 = sample['box']
+    v, u = np.mgrid[0:(y1 - y0) * scale, 0:(x1 - x0) * scale].astype(np.float64)
+    m = sample['raw_to_jpg'] @ raw_utils.grid_matrix(x0, y0, 1 / scale)
+    x, y = m[0, 0] * u + m[0, 1] * v + m[0, 2], m[1, 0] * u + m[1, 1] * v + m[1, 2]
+    r, _, _, b = scene['wb']
+    sensor = render_linear(scene, int(shot), x, y, pitch=1 / scale) * meta['exposure'] / np.array([r, 1, b])
+    return (np.clip(sensor, 0, 1)**(1 / raw_utils.JPEG_GAMMA)).astype(np.float32)
 
 
 def _save_jpg(path: str, rgb: np.ndarray, focal_length: float) -> None:
