@@ -115,10 +115,10 @@ def main() -> None:
     print(f'device: {device} ({device_name(device)}); torch {torch.__version__}; '
           f'mmcv.ops: {"yes" if has_mmcv else "not importable, column skipped"}')
     print('times: median ms; fwd under no_grad, fwd+bwd = forward + backward to x, theta, weight, bias; '
-          'conv NCHW/NHWC = F.conv2d 3x3 same size on NCHW / channels_last input (fast runs its conv in '
-          'channels_last); ratios from the same run')
+          'conv NCHW/NHWC = F.conv2d 3x3 same size on NCHW / channels_last input; ratios from the same run')
     warp = warp_implementation(device, torch.float32)
-    print(f'fast warp: {warp}' + ('; with it the conv runs on x as given (NCHW here)' if 'C++' in warp else ''))
+    layout = 'on x as given (NCHW here)' if 'C++' in warp else 'in channels_last'
+    print(f'fast warp: {warp}; fast runs its conv {layout}')
     header = (f'{"ch":>3} {"size":>5} {"b":>2} {"pass":>7} ' + ' '.join(f'{m:>10}' for m in METHODS)
               + f' {"tv/fast":>8} {"mmcv/fast":>9} {"fast/NCHW":>9} {"fast/NHWC":>9}')
     print(header)
