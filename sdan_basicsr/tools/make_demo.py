@@ -213,14 +213,16 @@ def make_demo(out: str,
         jobs (int): Parallel scenes for the preprocessing. Default: 1.
 
     Returns:
-        dict: The metadata written to ``demo_meta.json``: ``{'scenes': {'train/00001': {...}, ...}}``.
+        dict: The metadata written to ``demo_meta.json``: ``{'tree': {the arguments above}, 'scenes':
+        {'train/00001': {...}, ...}}``.
     """
     if size < 64:
         raise ValueError(f'size must be at least 64, got {size}')
     if num_test is None:
         num_test = max(1, num_scenes // 4) if num_scenes >= 2 else 0
     rng = np.random.default_rng(seed)
-    meta = dict(seed=seed, exposure=EXPOSURE, scenes={})
+    tree = dict(num_scenes=num_scenes, num_test=num_test, size=size, seed=seed, shift=shift, residual=residual)
+    meta = dict(seed=seed, exposure=EXPOSURE, tree=tree, scenes={})
     for i in range(num_scenes):
         split = 'test' if i >= num_scenes - num_test else 'train'
         key = f'{split}/{raw_utils.shot_name(i + 1)}'
@@ -243,9 +245,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument('--num-scenes', type=int, default=4)
     parser.add_argument('--size', type=int, default=512, help='width of every shot in pixels')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--num-test', type=int, default=None, help='held-out scenes (default: a quarter)')
+    parser.add_argument('--shift', type=float, default=20., help='largest affine translation (px of 00001)')
+    parser.add_argument('--residual', type=float, default=8., help='scale of the non-affine misalignment (px)')
     parser.add_argument('--jobs', type=int, default=1, help='parallel scenes for the preprocessing')
     args = parser.parse_args(argv)
-    make_demo(args.out, num_scenes=args.num_scenes, size=args.size, seed=args.seed, jobs=args.jobs)
+    make_demo(args.out, num_scenes=args.num_scenes, size=args.size, seed=args.seed, shift=args.shift,
+              residual=args.residual, num_test=args.num_test, jobs=args.jobs)
     print(f'SR-RAW demo tree written to {args.out}')
 
 
