@@ -111,15 +111,15 @@ struct Geometry {
   int64_t n, h, w, hs, ws, c;
 };
 
-// Sample position of output pixel (y, x) of image n: Θ plus the pixel's own coordinate plus
-// ``offset`` (k//2: pixel p of the image is pixel p + k//2 of the padded convolution).
+// Corners of the sample of output pixel (y, x) of image n, at Θ plus the pixel's own coordinate plus
+// ``offset`` (k//2: pixel p of the image is pixel p + k//2 of the padded convolution); see ``corners``.
 template <typename scalar_t>
-inline void position(const scalar_t* theta, const Geometry& g, int64_t n, int64_t y, int64_t x, scalar_t offset,
-                     scalar_t& row, scalar_t& col) {
+inline bool pixel_corners(const scalar_t* theta, const Geometry& g, int64_t n, int64_t y, int64_t x, scalar_t offset,
+                          Corners<scalar_t>& c) {
   const int64_t hw = g.h * g.w;
   const scalar_t* t = theta + n * 2 * hw + y * g.w + x;
-  row = t[0] + (static_cast<scalar_t>(y) + offset);
-  col = t[hw] + (static_cast<scalar_t>(x) + offset);
+  return corners(t[0] + (static_cast<scalar_t>(y) + offset), t[hw] + (static_cast<scalar_t>(x) + offset), g.hs,
+                 g.ws, c);
 }
 
 inline int64_t grain_rows(int64_t w, int64_t c) {
@@ -144,7 +144,7 @@ inline void transpose_scalar(const scalar_t* __restrict in, int64_t in_stride, s
   }
 }
 
-// The same; on x86-64 a few input rows at a time across the whole width, in register blocks
+// The same; for float on x86-64 four input rows at a time across the whole width, in register blocks
 // (about twice as fast as the scalar loop, which waits on its strided loads).
 template <typename scalar_t>
 inline void transpose_rows(const scalar_t* in, int64_t in_stride, scalar_t* out, int64_t out_stride, int64_t rows,
@@ -173,25 +173,6 @@ inline void transpose_rows<float>(const float* in, int64_t in_stride, float* out
       _mm_storeu_ps(o + 3 * out_stride, d);
     }
     transpose_scalar(r + j, in_stride, out + j * out_stride + i, out_stride, 4, cols - j);
-  }
-  transpose_scalar(in + i * in_stride, in_stride, out + i, out_stride, rows - i, cols);
-}
-
-template <>
-inline void transpose_rows<double>(const double* in, int64_t in_stride, double* out, int64_t out_stride, int64_t rows,
-                              int64_t cols) {
-  int64_t i = 0;
-  for (; i + 2 <= rows; i += 2) {
-    const double* r = in + i * in_stride;
-    int64_t j = 0;
-    for (; j + 2 <= cols; j += 2) {
-      const __m128d a = _mm_loadu_pd(r + j);
-      const __m128d b = _mm_loadu_pd(r + in_stride + j);
-      double* o = out + j * out_stride + i;
-      _mm_storeu_pd(o, _mm_unpacklo_pd(a, b));
-      _mm_storeu_pd(o + out_stride, _mm_unpackhi_pd(a, b));
-    }
-    transpose_scalar(r + j, in_stride, out + j * out_stride + i, out_stride, 2, cols - j);
   }
   transpose_scalar(in + i * in_stride, in_stride, out + i, out_stride, rows - i, cols);
 }
@@ -242,10 +223,8 @@ void forward_kernel(const scalar_t* __restrict src, const scalar_t* __restrict t
       scalar_t* out_row = out_channels_last ? out + ny * g.w * C : buffer.data();
       for (int64_t x = 0; x < g.w; ++x) {
         const int64_t p = ny * g.w + x;
-        scalar_t row, col;
-        position(theta, g, n, y, x, offset, row, col);
         Corners<scalar_t> cr;
-        corners(row, col, g.hs, g.ws, cr);
+        pixel_corners(theta, g, n, y, x, offset, cr);
         const scalar_t m = mask ? mask[p] : scalar_t(1);
         const scalar_t a0 = m * cr.w[0], a1 = m * cr.w[1], a2 = m * cr.w[2], a3 = m * cr.w[3];
         const scalar_t* __restrict s0 = cr.index[0] < 0 ? zero : src_n + cr.index[0] * C;
@@ -348,10 +327,8 @@ void backward_kernel(const GradRows<scalar_t>& gout, const scalar_t* __restrict 
         const scalar_t* grow = gout.row(n, y, 0, C, buffer.data());
         for (int64_t x = 0; x < g.w; ++x) {
           const int64_t p = ny * g.w + x;
-          scalar_t row, col;
-          position(theta, g, n, y, x, offset, row, col);
           Corners<scalar_t> cr;
-          corners(row, col, g.hs, g.ws, cr);
+          pixel_corners(theta, g, n, y, x, offset, cr);
           pixel_dots(grow + x * C, src_n, zero, cr, C, mask ? mask[p] : scalar_t(1),
                      need.pos ? grad_theta + n * 2 * hw + y * g.w + x : nullptr, hw,
                      need.mask ? grad_mask + p : nullptr);
@@ -400,10 +377,8 @@ void backward_kernel(const GradRows<scalar_t>& gout, const scalar_t* __restrict 
               rs[c] += gp[c];
             }
           }
-          scalar_t row, col;
-          position(theta, g, n, y, x, offset, row, col);
           Corners<scalar_t> cr;
-          const bool inside = corners(row, col, g.hs, g.ws, cr);
+          const bool inside = pixel_corners(theta, g, n, y, x, offset, cr);
           const scalar_t m = mask ? mask[p] : scalar_t(1);
           if (fused_dots) {
             pixel_dots(gp, src_n, zero, cr, C, m, need.pos ? grad_theta + n * 2 * hw + y * g.w + x : nullptr, hw,
