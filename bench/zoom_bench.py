@@ -12,6 +12,7 @@ import copy
 import glob
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ import yaml
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from sdan_basicsr.tools.demo import read_test_metrics  # noqa: E402
+from sdan_basicsr.tools.demo import DEMO_TREE, demo_tree_params, read_test_metrics  # noqa: E402
 
 SDAN_NET = {'type': 'SDAN', 'num_in_ch': 1, 'num_out_ch': 3, 'num_feat': 16, 'num_block': 4, 'upscale': 4,
             'in_format': 'bayer'}
@@ -54,15 +55,23 @@ def _launch(script, opt, work):
         raise RuntimeError(f'{" ".join(cmd)} failed:\n{proc.stderr[-4000:]}')
 
 
-def _train_opt(row, data, iters, batch):
+def _network(row, image_skip):
+    """network_g of ``row`` (None for bicubic); ``image_skip`` switches SDAN's option of that name on."""
+    net = copy.deepcopy(ROWS[row][2])
+    if net is not None and net['type'] == 'SDAN' and image_skip:
+        net['image_skip'] = True
+    return net
+
+
+def _train_opt(row, data, iters, batch, image_skip):
     with open(osp.join(ROOT, 'options', 'train_sdan_demo.yml'), encoding='utf-8') as f:
         opt = yaml.safe_load(f)
-    _, _, net, in_format, loss = ROWS[row]
+    _, _, _, in_format, loss = ROWS[row]
     opt['name'] = f'zoom_bench_{row}'
     for split, folder in (('train', 'train'), ('val', 'test')):
         opt['datasets'][split].update(dataroot=osp.join(data, folder), in_format=in_format)
     opt['datasets']['train']['batch_size_per_gpu'] = batch
-    opt['network_g'] = copy.deepcopy(net)
+    opt['network_g'] = _network(row, image_skip)
     opt['train'].update(total_iter=iters, pixel_opt=DUAL_LOSS if loss == 'dual' else loss)
     opt['train']['scheduler'].update(periods=[iters])
     opt['val'] = {'val_freq': max(iters // 4, 1), 'save_img': False, 'metrics': {'psnr': METRICS['psnr']}}
@@ -70,12 +79,13 @@ def _train_opt(row, data, iters, batch):
     return opt
 
 
-def _test_opt(row, data, weights):
-    _, _, net, in_format, _ = ROWS[row]
+def _test_opt(row, data, weights, image_skip):
+    in_format = ROWS[row][3]
+    net = _network(row, image_skip)
     return {'name': f'zoom_bench_{row}_test', 'model_type': 'SDANModel', 'scale': 4, 'num_gpu': 'auto',
             'datasets': {'test': {'name': 'demo-test', 'type': 'SRRAWPairedDataset', 'in_format': in_format,
                                   'dataroot': osp.join(data, 'test')}},
-            'network_g': copy.deepcopy(net) if net else {'type': 'Bicubic', 'upscale': 4},
+            'network_g': net or {'type': 'Bicubic', 'upscale': 4},
             'path': {'pretrain_network_g': weights}, 'val': {'save_img': False, 'metrics': METRICS}}
 
 
@@ -121,14 +131,19 @@ def main():
     parser.add_argument('--work', default=osp.join(ROOT, 'experiments', 'zoom_bench'))
     parser.add_argument('--scenes', type=int, default=8, help='demo scenes (2 held out)')
     parser.add_argument('--size', type=int, default=768, help='demo shot width')
+    parser.add_argument('--residual', type=float, default=DEMO_TREE['residual'],
+                        help="non-affine misalignment of the demo tree (the README demo's by default)")
+    parser.add_argument('--image-skip', action='store_true', help="SDAN rows with SDAN's image_skip option on")
     parser.add_argument('--out', default=osp.join(ROOT, 'bench', 'zoom_bench.md'))
     args = parser.parse_args()
 
     from sdan_basicsr.tools.make_demo import make_demo
 
     data = osp.join(args.work, 'data')
-    if not osp.isdir(osp.join(data, 'test')):
-        make_demo(data, num_scenes=args.scenes, num_test=2, size=args.size, seed=0)
+    tree = dict(DEMO_TREE, num_scenes=args.scenes, num_test=2, size=args.size, residual=args.residual)
+    if demo_tree_params(data) != tree:
+        shutil.rmtree(data, ignore_errors=True)
+        make_demo(data, **tree)
     opts = osp.join(args.work, 'options')
     os.makedirs(opts, exist_ok=True)
     results, curves = {}, {}
@@ -136,20 +151,23 @@ def main():
         weights, seconds = None, 0.0
         if ROWS[row][2] is not None:
             start = time.time()
-            _launch('train.py', _write(opts, f'train_{row}', _train_opt(row, data, args.iters, args.batch)), args.work)
+            train_opt = _train_opt(row, data, args.iters, args.batch, args.image_skip)
+            _launch('train.py', _write(opts, f'train_{row}', train_opt), args.work)
             seconds = time.time() - start
             weights = osp.join(args.work, 'experiments', f'zoom_bench_{row}', 'models', 'net_g_latest.pth')
             curves[row], val_psnr = _curve(args.work, f'zoom_bench_{row}')
         else:
             val_psnr = []
-        _launch('test.py', _write(opts, f'test_{row}', _test_opt(row, data, weights)), args.work)
+        _launch('test.py', _write(opts, f'test_{row}', _test_opt(row, data, weights, args.image_skip)), args.work)
         results[row] = dict(read_test_metrics(args.work, f'zoom_bench_{row}_test'), seconds=seconds, val=val_psnr)
         print(row, results[row], flush=True)
 
     png = osp.splitext(args.out)[0] + '_curves.png'
     _plot(curves, png)
+    skip = ' --image-skip' if args.image_skip else ''
     lines = [f'Command: `python bench/zoom_bench.py --iters {args.iters} --batch {args.batch} '
-             f'--rows {" ".join(args.rows)}`; demo tree: {args.scenes} scenes (2 held out), shots {args.size} px.',
+             f'--residual {args.residual:g}{skip} --rows {" ".join(args.rows)}`; demo tree: {args.scenes} scenes '
+             f'(2 held out), shots {args.size} px, residual misalignment {args.residual:g}.',
              f'Budget per trained row: {args.iters} iterations, batch {args.batch}, Adam 1e-3 cosine to 1e-5.', '',
              '| table | row | PSNR | SSIM | LPIPS | train time (s) | val PSNR during training |',
              '|---|---|---|---|---|---|---|']

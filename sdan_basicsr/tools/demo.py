@@ -128,7 +128,7 @@ def side_by_side(root: str, out_path: str) -> str:
     return out_path
 
 
-def _demo_tree_params(folder: str) -> Optional[dict]:
+def demo_tree_params(folder: str) -> Optional[dict]:
     """The ``make_demo`` arguments recorded in ``folder``'s metadata; None if there is no complete tree."""
     from sdan_basicsr.tools.make_demo import META_FILE
 
@@ -167,7 +167,7 @@ def main(argv=None) -> None:
 
     from sdan_basicsr.tools.make_demo import make_demo
 
-    if _demo_tree_params(DEMO_DATA) != DEMO_TREE:
+    if demo_tree_params(DEMO_DATA) != DEMO_TREE:
         print(f'making the demo SR-RAW tree at {DEMO_DATA}', flush=True)
         shutil.rmtree(DEMO_DATA, ignore_errors=True)
         make_demo(DEMO_DATA, **DEMO_TREE)
