@@ -13,7 +13,6 @@ as ``test_sdan_demo.yml``) of bicubic and of the exact zoom against the target s
 against the exact zoom.
 """
 import argparse
-import json
 import sys
 from os import path as osp
 
@@ -26,7 +25,7 @@ sys.path.insert(0, ROOT)
 
 from sdan_basicsr.data.srraw_dataset import SRRAWPairedDataset  # noqa: E402
 from sdan_basicsr.tools.demo import DEMO_DATA, DEMO_TREE  # noqa: E402
-from sdan_basicsr.tools.make_demo import META_FILE, exact_target, make_demo  # noqa: E402
+from sdan_basicsr.tools.make_demo import exact_target, make_demo, read_meta  # noqa: E402
 
 METRICS = {
     'psnr': dict(type='calculate_psnr', crop_border=32, test_y_channel=False),
@@ -36,13 +35,9 @@ METRICS = {
 PAIRS = (('bicubic', 'target'), ('exact', 'target'), ('bicubic', 'exact'))
 
 
-def _uint8(img: np.ndarray) -> np.ndarray:
-    """(H, W, 3) RGB float in [0, 1] → BGR uint8, as ``tensor2img`` gives the metrics."""
-    return (np.clip(img[..., ::-1], 0, 1) * 255).round().astype(np.uint8)
-
-
 def main() -> None:
     from basicsr.metrics import calculate_metric  # after sdan_basicsr, which makes basicsr importable
+    from basicsr.utils import tensor2img
 
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--root', default=osp.join(ROOT, DEMO_DATA), help='demo tree (made here if missing)')
@@ -53,8 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     if not osp.isdir(osp.join(args.root, 'test')):
         make_demo(args.root, num_scenes=args.num_scenes, num_test=args.num_test, size=args.size, seed=args.seed)
-    with open(osp.join(args.root, META_FILE), encoding='utf-8') as f:
-        meta = json.load(f)
+    meta = read_meta(args.root)
     dataset = SRRAWPairedDataset({'name': 'ceiling', 'dataroot': osp.join(args.root, 'test'), 'phase': 'test'})
 
     columns = [f'{a} vs {b} {m}' for a, b in PAIRS for m in METRICS]
@@ -63,13 +57,10 @@ def main() -> None:
     total = np.zeros(len(columns))
     for i, sample in enumerate(dataset.samples):
         item = dataset[i]
-        target = item['gt'].numpy().transpose(1, 2, 0)
-        bicubic = F.interpolate(item['lq_rgb'][None], size=target.shape[:2], mode='bicubic', align_corners=False)
-        images = {
-            'target': _uint8(target),
-            'bicubic': _uint8(bicubic[0].numpy().transpose(1, 2, 0)),
-            'exact': _uint8(exact_target(meta, sample, dataset.scale)),
-        }
+        target = item['gt']
+        bicubic = F.interpolate(item['lq_rgb'][None], size=target.shape[-2:], mode='bicubic', align_corners=False)
+        exact = torch.from_numpy(exact_target(meta, sample, dataset.scale).transpose(2, 0, 1))
+        images = {name: tensor2img(img) for name, img in (('target', target), ('bicubic', bicubic), ('exact', exact))}
         row = np.array([calculate_metric({'img': images[a], 'img2': images[b]}, opt)
                         for a, b in PAIRS for opt in METRICS.values()])
         total += row / len(dataset)

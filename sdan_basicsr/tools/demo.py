@@ -5,7 +5,6 @@ launchers (``sdan_basicsr/train.py``, ``sdan_basicsr/test.py``) as a user would.
 """
 import argparse
 import glob
-import json
 import os
 import re
 import shutil
@@ -82,10 +81,9 @@ def exact_scores(root: str) -> Dict[str, Dict[str, float]]:
     from basicsr.metrics import calculate_metric
 
     from sdan_basicsr.models.sdan_model import image_name
-    from sdan_basicsr.tools.make_demo import META_FILE
+    from sdan_basicsr.tools.make_demo import read_meta
 
-    with open(osp.join(root, DEMO_DATA, META_FILE), encoding='utf-8') as f:
-        meta = json.load(f)
+    meta = read_meta(osp.join(root, DEMO_DATA))
     dataset = _test_dataset(root)
     metrics_opt = _load_opt(osp.join(root, TEST_OPTS['SDAN']))['val']['metrics']
     scores = {label: dict.fromkeys(metrics_opt, 0.) for label in TEST_OPTS}
@@ -103,7 +101,7 @@ def side_by_side(root: str, out_path: str) -> str:
     from basicsr.utils import tensor2img
 
     from sdan_basicsr.models.sdan_model import apply_white_balance, image_name
-    from sdan_basicsr.tools.make_demo import META_FILE
+    from sdan_basicsr.tools.make_demo import read_meta
 
     dataset = _test_dataset(root)
     item = dataset[0]
@@ -116,8 +114,8 @@ def side_by_side(root: str, out_path: str) -> str:
     stem = image_name(item['lq_path'])
     panels += [(label, _saved_result(root, label, stem)) for label in TEST_OPTS]
     panels.append(('target (long focal)', target))
-    with open(osp.join(root, DEMO_DATA, META_FILE), encoding='utf-8') as f:
-        panels.append(('exact zoom', _exact_display(json.load(f), dataset.samples[0], dataset.scale)))
+    panels.append(('exact zoom', _exact_display(read_meta(osp.join(root, DEMO_DATA)), dataset.samples[0],
+                                                dataset.scale)))
     tiles = []
     for label, img in panels:
         img = img[:h, :w].copy()
@@ -130,13 +128,12 @@ def side_by_side(root: str, out_path: str) -> str:
 
 def demo_tree_params(folder: str) -> Optional[dict]:
     """The ``make_demo`` arguments recorded in ``folder``'s metadata; None if there is no complete tree."""
-    from sdan_basicsr.tools.make_demo import META_FILE
+    from sdan_basicsr.tools.make_demo import read_meta
 
-    meta_path = osp.join(folder, META_FILE)
-    if not osp.isfile(meta_path) or not osp.isdir(osp.join(folder, 'test')):
+    meta = read_meta(folder)
+    if meta is None or not osp.isdir(osp.join(folder, 'test')):
         return None
-    with open(meta_path, encoding='utf-8') as f:
-        return json.load(f).get('tree')
+    return meta.get('tree')
 
 
 def _load_opt(opt_path: str) -> dict:

@@ -97,6 +97,15 @@ def render_linear(scene: dict, k: int, x: np.ndarray, y: np.ndarray, pitch: floa
     return cv2.remap(photo, uv[..., 0], uv[..., 1], cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT_101)
 
 
+def read_meta(folder: str) -> Optional[dict]:
+    """The ``demo_meta.json`` that :func:`make_demo` wrote into ``folder``; None if there is none."""
+    path = osp.join(folder, META_FILE)
+    if not osp.isfile(path):
+        return None
+    with open(path, encoding='utf-8') as f:
+        return json.load(f)
+
+
 def exact_target(meta: dict, sample: dict, scale: int) -> np.ndarray:
     """The ideal zoom of a test pair: the scene seen from the LR shot's own position, ``scale`` × finer.
 
