@@ -87,9 +87,9 @@ def make_inputs(batch: int, side: int, device: torch.device, seed: int = 0):
     return x, ref, target
 
 
-def make_model(backend: str, device: torch.device, seed: int = 0) -> SDAN:
+def make_model(backend: str, device: torch.device, seed: int = 0, **kwargs) -> SDAN:
     torch.manual_seed(seed)
-    model = SDAN(dcn_backend=backend)
+    model = SDAN(dcn_backend=backend, **kwargs)
     for module in model.modules():
         if isinstance(module, CrossPackingAttention):
             module.gamma.data.fill_(0.5)  # γ = 0 at init; make CPA count in the outputs compared
@@ -134,10 +134,10 @@ def warm_up(device: torch.device) -> None:
         SDAN(num_feat=4, num_block=1).to(device)(*make_inputs(1, 16, device)[:2])
 
 
-def worker_infer(device: torch.device, side: int, attend: str, repeats: int) -> Dict:
+def worker_infer(device: torch.device, side: int, attend: str, tail_chunk: int, repeats: int) -> Dict:
     """SDAN inference on one (1, 1, side, side) mosaic: the fastest of ``repeats`` runs, CPA's share, peak memory."""
     CrossPackingAttention.attend = ATTENDS[attend]
-    model = make_model('fast', device).eval()
+    model = make_model('fast', device, tail_chunk=tail_chunk).eval()
     timer = CpaTimer(model, device)
     times, cpa_times = [], []
     with torch.inference_mode():
@@ -247,21 +247,42 @@ def bench_cpa(args: argparse.Namespace, device: torch.device) -> None:
               f'{o["peak_growth_mb"]:9.0f} {n["peak_growth_mb"]:9.0f}', flush=True)
 
 
+def whole_tail_bytes(side: int, num_feat: int = 64, upscale: int = 4) -> int:
+    """The whole tail's last two maps, alive together: 4C channels at s/2 x and C channels at s x (float32)."""
+    return 4 * side * side * (4 * num_feat * (upscale // 2) ** 2 + num_feat * upscale ** 2)
+
+
+def available_bytes(device: torch.device) -> int:
+    if device.type == 'cuda':
+        return torch.cuda.mem_get_info(device)[0]
+    with open('/proc/meminfo') as f:
+        return next(int(line.split()[1]) for line in f if line.startswith('MemAvailable')) * 1024
+
+
 def bench_inference(args: argparse.Namespace, device: torch.device) -> None:
-    print(f'\n== inference (batch 1, fast DCN, fastest of {args.infer_repeats} forwards, each size a fresh subprocess)')
-    print(f'{"MP":>5} {"mosaic":>7} {"attend":>8} {"total s":>8} {"CPA s":>7} {"CPA %":>6} {"s/MP":>6} '
+    print(f'\n== inference (batch 1, fast DCN, fastest of {args.infer_repeats} forwards, each size a fresh subprocess; '
+          'tail = tail_chunk, 0: whole image)')
+    print(f'{"MP":>5} {"mosaic":>7} {"attend":>8} {"tail":>5} {"total s":>8} {"CPA s":>7} {"CPA %":>6} {"s/MP":>6} '
           f'{"peak MiB":>9} {"MiB/MP":>7}')
     for mp in args.sizes:
         side = max(8, round(math.sqrt(mp * 1e6) / 8) * 8)
         real_mp = side * side / 1e6
         for attend in args.infer_attends:
-            r = in_subprocess(args, {'kind': 'infer', 'side': side, 'attend': attend, 'repeats': args.infer_repeats})
-            if 'error' in r:
-                print(f'{real_mp:5.2f} {side:>6}² {attend:>8} error: {r["error"]}', flush=True)
-                continue
-            print(f'{real_mp:5.2f} {side:>6}² {attend:>8} {r["seconds"]:8.2f} {r["cpa_seconds"]:7.2f} '
-                  f'{100 * r["cpa_seconds"] / r["seconds"]:6.1f} {r["seconds"] / real_mp:6.2f} '
-                  f'{r["peak_growth_mb"]:9.0f} {r["peak_growth_mb"] / real_mp:7.0f}', flush=True)
+            for chunk in args.infer_tail_chunks:
+                cell = f'{real_mp:5.2f} {side:>6}² {attend:>8} {chunk:>5}'
+                need, free = whole_tail_bytes(side), available_bytes(device)
+                if chunk == 0 and need > 0.9 * free:
+                    print(f'{cell} skipped: the whole tail needs {need / 2**30:.1f} GiB, '
+                          f'{free / 2**30:.1f} GiB available', flush=True)
+                    continue
+                r = in_subprocess(args, {'kind': 'infer', 'side': side, 'attend': attend, 'tail_chunk': chunk,
+                                         'repeats': args.infer_repeats})
+                if 'error' in r:
+                    print(f'{cell} error: {r["error"]}', flush=True)
+                    continue
+                print(f'{cell} {r["seconds"]:8.2f} {r["cpa_seconds"]:7.2f} '
+                      f'{100 * r["cpa_seconds"] / r["seconds"]:6.1f} {r["seconds"] / real_mp:6.2f} '
+                      f'{r["peak_growth_mb"]:9.0f} {r["peak_growth_mb"] / real_mp:7.0f}', flush=True)
 
 
 def parse_pair(text: str) -> List[int]:
@@ -276,10 +297,13 @@ def main() -> None:
     parser.add_argument('--train', type=parse_pair, nargs='*', default=[[8, 64], [8, 144]],
                         help='training steps as BATCHxMOSAIC_SIDE (default: 8x64 8x144, the released setting)')
     parser.add_argument('--train-repeats', type=int, default=2, help='timed training steps per backend (median)')
-    parser.add_argument('--sizes', type=float, nargs='*', default=[0.25, 0.5, 1.0],
-                        help='inference mosaic sizes in megapixels (4 MP needs ~32 GiB: the tail keeps two '
-                             '256/64-channel maps at 2x/4x)')
-    parser.add_argument('--infer-attends', nargs='+', default=['new', 'original'], choices=list(ATTENDS))
+    parser.add_argument('--sizes', type=float, nargs='*', default=[0.25, 0.5, 1.0, 2.0, 4.0],
+                        help='inference mosaic sizes in megapixels (with tail_chunk 0, 4 MP needs ~32 GiB: the '
+                             'whole tail keeps two 256/64-channel maps at 2x/4x; such cells are skipped when '
+                             'that exceeds the memory available)')
+    parser.add_argument('--infer-attends', nargs='+', default=['new'], choices=list(ATTENDS))
+    parser.add_argument('--infer-tail-chunks', type=int, nargs='+', default=[128, 0],
+                        help="SDAN's tail_chunk for the inference cells (0: the tail on the whole image)")
     parser.add_argument('--cpa-infer-sides', type=int, nargs='*', default=[1000], help='CPA-alone inference sides')
     parser.add_argument('--infer-repeats', type=int, default=2, help='forwards per inference size (fastest shown)')
     parser.add_argument('--cpa-repeats', type=int, default=3)

@@ -6,10 +6,14 @@ iterations and schedule, then is scored by ``sdan_basicsr/test.py`` (RGB PSNR/SS
 
     python bench/zoom_bench.py --iters 600            # all rows
     python bench/zoom_bench.py --rows bicubic sdan_raw --iters 100
+
+A row whose run finished in ``--work`` with the same options is not trained again (``row.json`` beside its
+experiment), so an interrupted bench resumes and rows run apart end up in one table and one plot.
 """
 import argparse
 import copy
 import glob
+import json
 import os
 import re
 import shutil
@@ -89,6 +93,35 @@ def _test_opt(row, data, weights, image_skip):
             'path': {'pretrain_network_g': weights}, 'val': {'save_img': False, 'metrics': METRICS}}
 
 
+def _run_row(row, data, opts, args):
+    """Train (unless bicubic) and test ``row``; returns (test metrics + seconds + val PSNRs, loss curve).
+
+    The result is kept in ``row.json`` with the options it came from and reused when they are unchanged.
+    """
+    train_opt = _train_opt(row, data, args.iters, args.batch, args.image_skip) if ROWS[row][2] else None
+    test_opt = _test_opt(row, data, None, args.image_skip)
+    record = osp.join(args.work, 'rows', f'{row}.json')
+    if osp.isfile(record):
+        with open(record, encoding='utf-8') as f:
+            kept = json.load(f)
+        if kept['train_opt'] == train_opt and kept['test_opt'] == test_opt:
+            print(f'{row}: reusing {record}', flush=True)
+            return kept['result'], _curve(args.work, f'zoom_bench_{row}')[0] if train_opt else []
+    weights, seconds, losses, val_psnr = None, 0.0, [], []
+    if train_opt is not None:
+        start = time.time()
+        _launch('train.py', _write(opts, f'train_{row}', train_opt), args.work)
+        seconds = time.time() - start
+        weights = osp.join(args.work, 'experiments', f'zoom_bench_{row}', 'models', 'net_g_latest.pth')
+        losses, val_psnr = _curve(args.work, f'zoom_bench_{row}')
+    _launch('test.py', _write(opts, f'test_{row}', _test_opt(row, data, weights, args.image_skip)), args.work)
+    result = dict(read_test_metrics(args.work, f'zoom_bench_{row}_test'), seconds=seconds, val=val_psnr)
+    os.makedirs(osp.dirname(record), exist_ok=True)
+    with open(record, 'w', encoding='utf-8') as f:
+        json.dump({'train_opt': train_opt, 'test_opt': test_opt, 'result': result}, f, indent=1)
+    return result, losses
+
+
 def _curve(work, name):
     logs = glob.glob(osp.join(work, 'experiments', name, f'train_{name}_*.log'))
     text = ''.join(open(p, encoding='utf-8').read() for p in logs)
@@ -148,18 +181,7 @@ def main():
     os.makedirs(opts, exist_ok=True)
     results, curves = {}, {}
     for row in args.rows:
-        weights, seconds = None, 0.0
-        if ROWS[row][2] is not None:
-            start = time.time()
-            train_opt = _train_opt(row, data, args.iters, args.batch, args.image_skip)
-            _launch('train.py', _write(opts, f'train_{row}', train_opt), args.work)
-            seconds = time.time() - start
-            weights = osp.join(args.work, 'experiments', f'zoom_bench_{row}', 'models', 'net_g_latest.pth')
-            curves[row], val_psnr = _curve(args.work, f'zoom_bench_{row}')
-        else:
-            val_psnr = []
-        _launch('test.py', _write(opts, f'test_{row}', _test_opt(row, data, weights, args.image_skip)), args.work)
-        results[row] = dict(read_test_metrics(args.work, f'zoom_bench_{row}_test'), seconds=seconds, val=val_psnr)
+        results[row], curves[row] = _run_row(row, data, opts, args)
         print(row, results[row], flush=True)
 
     png = osp.splitext(args.out)[0] + '_curves.png'

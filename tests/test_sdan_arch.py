@@ -148,6 +148,30 @@ def test_image_skip_adds_the_upsampled_aligned_image():
     assert torch.allclose(out_skip.sr, out.sr + base, atol=1e-6)
 
 
+@pytest.mark.parametrize('upscale', [1, 2, 4, 8])
+@pytest.mark.parametrize('rows', [1, 3, 7])
+def test_tail_by_strips_equals_the_whole_tail(upscale, rows):
+    torch.manual_seed(0)
+    net = SDAN(**TINY, upscale=upscale, tail_chunk=rows).double().eval()
+    feat = torch.randn(2, 8, 13, 6, dtype=torch.float64)
+    with torch.no_grad():
+        strips = net.tail(feat)
+    whole = net.conv_last(net.upsample(feat))
+    assert strips.shape == whole.shape == (2, 3, 13 * upscale, 6 * upscale)
+    torch.testing.assert_close(strips, whole.detach(), rtol=1e-12, atol=1e-12)
+
+
+def test_tail_runs_whole_when_recording_gradients():
+    torch.manual_seed(0)
+    net = SDAN(**TINY, tail_chunk=2)
+    x, ref = torch.rand(1, 1, 16, 16), torch.rand(1, 3, 16, 16)
+    out = net(x, ref)
+    out.sr.mean().backward()
+    assert net.conv_last.weight.grad is not None
+    with torch.no_grad():
+        torch.testing.assert_close(net(x, ref).sr, out.sr.detach())
+
+
 def test_modulation_option_learns_a_per_pixel_scalar():
     net = SDAN(**TINY, modulation=True)
     assert net.align.offset_conv3.out_channels == 3
@@ -157,6 +181,7 @@ def test_modulation_option_learns_a_per_pixel_scalar():
 @pytest.mark.parametrize('kwargs, message', [
     (dict(in_format='packed'), r"num_in_ch=1 does not match in_format='packed', which has 4 channels"),
     (dict(upscale=3), 'upscale must be a power of 2, got 3'),
+    (dict(tail_chunk=-1), r'tail_chunk must be >= 0 \(0: whole image\), got -1'),
     (dict(attention='se'), "attention must be 'cpa', 'ca' or 'none', got 'se'"),
     (dict(offsets='per_tap', dcn_backend='fast'), "per_tap offsets need dcn_backend 'auto' or 'torchvision'"),
 ])

@@ -275,6 +275,11 @@ class SDAN(nn.Module):
         image_skip (bool): Add X' bilinearly upsampled by ``upscale`` to X~, so that the body and tail
             learn only the detail that X' lacks (the global skip of BasicSR's ``MSRResNet``, here from the
             aligned image). Not in the paper; it makes short trainings converge much faster. Default: False.
+        tail_chunk (int): When no gradient is recorded, run the tail on strips of this many input rows
+            (each with a halo of 2 rows, more than the tail's reach), so that inference holds the tail's
+            4C-channel map at 2x and C-channel map at s x for one strip instead of the whole image: the
+            same output, a fraction of the peak memory. 0 runs the tail on the whole image. Training
+            (gradients on) always runs it whole. Default: 128.
     """
 
     def __init__(self,
@@ -290,7 +295,8 @@ class SDAN(nn.Module):
                  offset_init: str = 'kaiming',
                  modulation: bool = False,
                  dcn_backend: str = 'auto',
-                 image_skip: bool = False):
+                 image_skip: bool = False,
+                 tail_chunk: int = 128):
         super().__init__()
         if in_format not in IN_FORMAT_CHANNELS:
             raise ValueError(f'in_format must be one of {sorted(IN_FORMAT_CHANNELS)}, got {in_format!r}')
@@ -299,11 +305,14 @@ class SDAN(nn.Module):
                              f'which has {IN_FORMAT_CHANNELS[in_format]} channels')
         if upscale < 1 or upscale & (upscale - 1):
             raise ValueError(f'upscale must be a power of 2, got {upscale}')
+        if tail_chunk < 0:
+            raise ValueError(f'tail_chunk must be >= 0 (0: whole image), got {tail_chunk}')
         self.num_in_ch = num_in_ch
         self.upscale = upscale
         self.in_format = in_format
         self.flip_ref = flip_ref
         self.image_skip = image_skip
+        self.tail_chunk = tail_chunk
 
         self.conv_first = nn.Conv2d(num_in_ch, num_feat, 3, 1, 1)
         self.align = SquaredDeformableAlignment(num_feat, 12 if flip_ref else 3, offsets, attention, offset_init,
@@ -326,6 +335,23 @@ class SDAN(nn.Module):
             raise ValueError(f'ref must have shape ({x.shape[0]}, 3, {x.shape[2]}, {x.shape[3]}) to match x '
                              f'{tuple(x.shape)}, got {tuple(ref.shape)}')
 
+    def tail(self, feat: torch.Tensor) -> torch.Tensor:
+        """X~ = conv_last(upsample(feat)); by strips of ``tail_chunk`` rows when no gradient is recorded."""
+        rows = self.tail_chunk
+        if torch.is_grad_enabled() or not rows or feat.shape[2] <= rows:
+            return self.conv_last(self.upsample(feat))
+        s, h = self.upscale, feat.shape[2]
+        halo = 2  # the tail's 3x3 convs at 1x, 2x, 4x, ... reach 1 + 1/2 + 1/4 + ... < 2 input rows
+        sr = None
+        for top in range(0, h, rows):
+            bottom = min(top + rows, h)
+            lo, hi = max(top - halo, 0), min(bottom + halo, h)
+            strip = self.conv_last(self.upsample(feat[:, :, lo:hi]))
+            if sr is None:
+                sr = strip.new_empty(strip.shape[0], strip.shape[1], s * h, strip.shape[3])
+            sr[:, :, s * top:s * bottom] = strip[:, :, s * (top - lo):s * (bottom - lo)]
+        return sr
+
     def forward(self, x: torch.Tensor, ref: torch.Tensor) -> SDANOutput:
         self._check(x, ref)
         h, w = x.shape[2:]
@@ -337,7 +363,7 @@ class SDAN(nn.Module):
         aligned_feat, offset = self.align(feat, ref)
         aligned = self.conv_aligned(aligned_feat)
         feat = self.conv_body(self.body(aligned_feat)) + aligned_feat
-        sr = self.conv_last(self.upsample(feat))
+        sr = self.tail(feat)
         if self.image_skip:
             sr = sr + F.interpolate(aligned, scale_factor=self.upscale, mode='bilinear', align_corners=False)
 
