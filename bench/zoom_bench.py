@@ -67,11 +67,13 @@ def _network(row, image_skip):
     return net
 
 
-def _train_opt(row, data, iters, batch, image_skip):
+def _train_opt(row, data, iters, batch, image_skip, seed=None):
     with open(osp.join(ROOT, 'options', 'train_sdan_demo.yml'), encoding='utf-8') as f:
         opt = yaml.safe_load(f)
     _, _, _, in_format, loss = ROWS[row]
     opt['name'] = f'zoom_bench_{row}'
+    if seed is not None:
+        opt['manual_seed'] = seed
     for split, folder in (('train', 'train'), ('val', 'test')):
         opt['datasets'][split].update(dataroot=osp.join(data, folder), in_format=in_format)
     opt['datasets']['train']['batch_size_per_gpu'] = batch
@@ -98,7 +100,7 @@ def _run_row(row, data, opts, args):
 
     The result is kept in ``row.json`` with the options it came from and reused when they are unchanged.
     """
-    train_opt = _train_opt(row, data, args.iters, args.batch, args.image_skip) if ROWS[row][2] else None
+    train_opt = _train_opt(row, data, args.iters, args.batch, args.image_skip, args.seed) if ROWS[row][2] else None
     test_opt = _test_opt(row, data, None, args.image_skip)
     record = osp.join(args.work, 'rows', f'{row}.json')
     if osp.isfile(record):
@@ -167,6 +169,7 @@ def main():
     parser.add_argument('--residual', type=float, default=DEMO_TREE['residual'],
                         help="non-affine misalignment of the demo tree (the README demo's by default)")
     parser.add_argument('--image-skip', action='store_true', help="SDAN rows with SDAN's image_skip option on")
+    parser.add_argument('--seed', type=int, help="manual_seed of the trained rows (default: the demo option file's)")
     parser.add_argument('--out', default=osp.join(ROOT, 'bench', 'zoom_bench.md'))
     args = parser.parse_args()
 
@@ -186,9 +189,9 @@ def main():
 
     png = osp.splitext(args.out)[0] + '_curves.png'
     _plot(curves, png)
-    skip = ' --image-skip' if args.image_skip else ''
+    extra = (' --image-skip' if args.image_skip else '') + (f' --seed {args.seed}' if args.seed is not None else '')
     lines = [f'Command: `python bench/zoom_bench.py --iters {args.iters} --batch {args.batch} '
-             f'--residual {args.residual:g}{skip} --rows {" ".join(args.rows)}`; demo tree: {args.scenes} scenes '
+             f'--residual {args.residual:g}{extra} --rows {" ".join(args.rows)}`; demo tree: {args.scenes} scenes '
              f'(2 held out), shots {args.size} px, residual misalignment {args.residual:g}.',
              f'Budget per trained row: {args.iters} iterations, batch {args.batch}, Adam 1e-3 cosine to 1e-5.', '',
              '| table | row | PSNR | SSIM | LPIPS | train time (s) | val PSNR during training |',
