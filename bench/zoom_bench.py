@@ -96,41 +96,54 @@ def _test_opt(row, data, weights, image_skip):
 
 
 def _run_row(row, data, opts, args):
-    """Train (unless bicubic) and test ``row``; returns (test metrics + seconds + val PSNRs, loss curve).
+    """Train (unless bicubic) and test ``row``; returns (test metrics + train seconds, :func:`_curve` of its log).
 
     The result is kept in ``row.json`` with the options it came from and reused when they are unchanged.
     """
     train_opt = _train_opt(row, data, args.iters, args.batch, args.image_skip, args.seed) if ROWS[row][2] else None
     test_opt = _test_opt(row, data, None, args.image_skip)
     record = osp.join(args.work, 'rows', f'{row}.json')
+
+    def log_curve():
+        return _curve(args.work, f'zoom_bench_{row}', train_opt['val']['val_freq']) if train_opt else ([], [])
+
     if osp.isfile(record):
         with open(record, encoding='utf-8') as f:
             kept = json.load(f)
         if kept['train_opt'] == train_opt and kept['test_opt'] == test_opt:
             print(f'{row}: reusing {record}', flush=True)
-            return kept['result'], _curve(args.work, f'zoom_bench_{row}')[0] if train_opt else []
-    weights, seconds, losses, val_psnr = None, 0.0, [], []
+            return kept['result'], log_curve()
+    weights, seconds = None, 0.0
     if train_opt is not None:
         start = time.time()
         _launch('train.py', _write(opts, f'train_{row}', train_opt), args.work)
         seconds = time.time() - start
         weights = osp.join(args.work, 'experiments', f'zoom_bench_{row}', 'models', 'net_g_latest.pth')
-        losses, val_psnr = _curve(args.work, f'zoom_bench_{row}')
     _launch('test.py', _write(opts, f'test_{row}', _test_opt(row, data, weights, args.image_skip)), args.work)
-    result = dict(read_test_metrics(args.work, f'zoom_bench_{row}_test'), seconds=seconds, val=val_psnr)
+    result = dict(read_test_metrics(args.work, f'zoom_bench_{row}_test'), seconds=seconds)
     os.makedirs(osp.dirname(record), exist_ok=True)
     with open(record, 'w', encoding='utf-8') as f:
         json.dump({'train_opt': train_opt, 'test_opt': test_opt, 'result': result}, f, indent=1)
-    return result, losses
+    return result, log_curve()
 
 
-def _curve(work, name):
-    logs = glob.glob(osp.join(work, 'experiments', name, f'train_{name}_*.log'))
-    text = ''.join(open(p, encoding='utf-8').read() for p in logs)
-    losses = [(int(i.replace(',', '')), float(v)) for i, v in re.findall(r'iter:\s*([\d,]+),.*?l_pix: ([-+0-9.eE]+)',
-                                                                            text)]
-    psnrs = re.findall(r'# psnr: ([-+0-9.eE]+)', text)
-    return losses, [float(v) for v in psnrs]
+def _curve(work, name, val_freq):
+    """(iteration, training loss) and (iteration, validation PSNR) points of experiment ``name``'s log.
+
+    A validation runs at the first multiple of ``val_freq`` after the last logged iteration.
+    """
+    losses, val, last = [], [], 0
+    for log in sorted(glob.glob(osp.join(work, 'experiments', name, f'train_{name}_*.log'))):
+        with open(log, encoding='utf-8') as f:
+            for line in f:
+                step = re.search(r'iter:\s*([\d,]+),.*?l_pix: ([-+0-9.eE]+)', line)
+                psnr = re.search(r'# psnr: ([-+0-9.eE]+)', line)
+                if step:
+                    last = int(step.group(1).replace(',', ''))
+                    losses.append((last, float(step.group(2))))
+                elif psnr and not (val and val[-1][0] >= last):  # the end-of-training repeat of the last one
+                    val.append((-(-last // val_freq) * val_freq, float(psnr.group(1))))
+    return losses, val
 
 
 def _write(dir_, name, opt):
@@ -140,20 +153,24 @@ def _write(dir_, name, opt):
     return path
 
 
-def _plot(curves, out):
+def _plot(curves, results, out):
+    """Training loss (left) and held-out validation PSNR (right) of the trained rows; bicubic's PSNR dashed."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for row, losses in curves.items():
+    fig, (ax_loss, ax_psnr) = plt.subplots(1, 2, figsize=(13, 5))
+    for row, (losses, val) in curves.items():
         if losses:
-            ax.plot(*zip(*losses), label=ROWS[row][1])
-    ax.set_xlabel('iteration')
-    ax.set_ylabel('training loss (l_pix)')
-    ax.set_yscale('log')
-    ax.legend(fontsize=8)
-    ax.set_title('zoom_bench: training curves (equal budget)')
+            line, = ax_loss.plot(*zip(*losses), label=ROWS[row][1], lw=1)
+            ax_psnr.plot(*zip(*val), 'o-', color=line.get_color(), label=ROWS[row][1])
+    if 'bicubic' in results:
+        ax_psnr.axhline(results['bicubic']['psnr'], color='k', ls='--', label=ROWS['bicubic'][1])
+    ax_loss.set(xlabel='iteration', ylabel='training loss (l_pix)', yscale='log', title='training loss')
+    ax_psnr.set(xlabel='iteration', ylabel='PSNR (dB), held-out scenes', title='validation PSNR')
+    ax_loss.legend(fontsize=8)
+    ax_psnr.legend(fontsize=8)
+    fig.suptitle('zoom_bench: equal budget per row')
     fig.tight_layout()
     fig.savefig(out, dpi=100)
 
@@ -188,18 +205,18 @@ def main():
         print(row, results[row], flush=True)
 
     png = osp.splitext(args.out)[0] + '_curves.png'
-    _plot(curves, png)
+    _plot(curves, results, png)
     extra = (' --image-skip' if args.image_skip else '') + (f' --seed {args.seed}' if args.seed is not None else '')
     lines = [f'Command: `python bench/zoom_bench.py --iters {args.iters} --batch {args.batch} '
              f'--residual {args.residual:g}{extra} --rows {" ".join(args.rows)}`; demo tree: {args.scenes} scenes '
              f'(2 held out), shots {args.size} px, residual misalignment {args.residual:g}.',
              f'Budget per trained row: {args.iters} iterations, batch {args.batch}, Adam 1e-3 cosine to 1e-5.', '',
-             '| table | row | PSNR | SSIM | LPIPS | train time (s) | val PSNR during training |',
+             '| table | row | PSNR | SSIM | LPIPS | train time (s) | val PSNR during training (iteration) |',
              '|---|---|---|---|---|---|---|']
     for row, r in results.items():
         lines.append(f'| {ROWS[row][0]} | {ROWS[row][1]} | {r.get("psnr", float("nan")):.2f} | '
                      f'{r.get("ssim", float("nan")):.4f} | {r.get("lpips", float("nan")):.4f} | {r["seconds"]:.0f} | '
-                     f'{", ".join(f"{v:.2f}" for v in r["val"])} |')
+                     f'{", ".join(f"{v:.2f} ({i})" for i, v in curves[row][1])} |')
     lines.append(f'\nTraining curves: `{osp.relpath(png, osp.dirname(args.out))}`')
     with open(args.out, 'w', encoding='utf-8') as f:
         f.write('\n'.join(lines) + '\n')
