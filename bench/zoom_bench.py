@@ -95,6 +95,16 @@ def _test_opt(row, data, weights, image_skip):
             'path': {'pretrain_network_g': weights}, 'val': {'save_img': False, 'metrics': METRICS}}
 
 
+def _parameters(row, image_skip):
+    """Parameters of ``row``'s network (0 for bicubic), built through BasicSR's ARCH_REGISTRY."""
+    from basicsr.archs import build_network
+
+    import sdan_basicsr  # noqa: F401  (registers the archs)
+
+    net = _network(row, image_skip)
+    return sum(p.numel() for p in build_network(net).parameters()) if net else 0
+
+
 def _run_row(row, data, opts, args):
     """Train (unless bicubic) and test ``row``; returns (test metrics + train seconds, :func:`_curve` of its log).
 
@@ -211,10 +221,12 @@ def main():
              f'--residual {args.residual:g}{extra} --rows {" ".join(args.rows)}`; demo tree: {args.scenes} scenes '
              f'(2 held out), shots {args.size} px, residual misalignment {args.residual:g}.',
              f'Budget per trained row: {args.iters} iterations, batch {args.batch}, Adam 1e-3 cosine to 1e-5.', '',
-             '| table | row | PSNR | SSIM | LPIPS | train time (s) | val PSNR during training (iteration) |',
-             '|---|---|---|---|---|---|---|']
+             '| table | row | parameters | PSNR | SSIM | LPIPS | train time (s) '
+             '| val PSNR during training (iteration) |',
+             '|---|---|---|---|---|---|---|---|']
     for row, r in results.items():
-        lines.append(f'| {ROWS[row][0]} | {ROWS[row][1]} | {r.get("psnr", float("nan")):.2f} | '
+        lines.append(f'| {ROWS[row][0]} | {ROWS[row][1]} | {_parameters(row, args.image_skip):,} | '
+                     f'{r.get("psnr", float("nan")):.2f} | '
                      f'{r.get("ssim", float("nan")):.4f} | {r.get("lpips", float("nan")):.4f} | {r["seconds"]:.0f} | '
                      f'{", ".join(f"{v:.2f} ({i})" for i, v in curves[row][1])} |')
     lines.append(f'\nTraining curves: `{osp.relpath(png, osp.dirname(args.out))}`')

@@ -127,6 +127,24 @@ def test_dcn_backends_give_the_same_network_output(backend):
     torch.testing.assert_close(net(x, ref).sr, ref_net(x, ref).sr, rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize('backend', ['torchvision', 'fast'])
+def test_channels_last_network_trains_like_the_contiguous_one(backend):
+    """``net.to(memory_format=torch.channels_last)``: same outputs and gradients (the ReLU after the DCN is
+    in-place, so the DCN's output must not be a view)."""
+    torch.manual_seed(1)
+    net = SDAN(**TINY, dcn_backend=backend).double()
+    net_cl = SDAN(**TINY, dcn_backend=backend).double().to(memory_format=torch.channels_last)
+    net_cl.load_state_dict(net.state_dict())
+    x, ref = torch.rand(2, 1, 16, 16, dtype=torch.float64), torch.rand(2, 3, 16, 16, dtype=torch.float64)
+    out, out_cl = net(x, ref), net_cl(x, ref)
+    assert out_cl.sr.is_contiguous(memory_format=torch.channels_last)
+    (out.sr.square().mean() + out.aligned.mean()).backward()
+    (out_cl.sr.square().mean() + out_cl.aligned.mean()).backward()
+    torch.testing.assert_close(out_cl.sr, out.sr, rtol=0, atol=1e-10)
+    for (name, p), p_cl in zip(net.named_parameters(), net_cl.parameters()):
+        torch.testing.assert_close(p_cl.grad, p.grad, rtol=1e-8, atol=1e-10, msg=name)
+
+
 def test_zero_offset_init_starts_as_plain_convolution():
     align = SquaredDeformableAlignment(num_feat=8, num_ref_ch=3, offset_init='zero')
     feat, ref = torch.rand(1, 8, 16, 16), torch.rand(1, 3, 16, 16)

@@ -472,8 +472,9 @@ std::vector<at::Tensor> warp_forward(const at::Tensor& source, const at::Tensor&
     });
   }
   const Geometry g = check_and_geometry(source_nhwc, theta, mask, bias);
-  at::Tensor out = out_channels_last ? at::empty({g.n, g.h, g.w, g.c}, source.options()).permute({0, 3, 1, 2})
-                                     : at::empty({g.n, g.c, g.h, g.w}, source.options());
+  // channels-last strides on a tensor of its own (not a view), so that in-place ops on the output are allowed
+  at::Tensor out = at::empty({g.n, g.c, g.h, g.w}, source.options().memory_format(
+                                 out_channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous));
   AT_DISPATCH_FLOATING_TYPES(source.scalar_type(), "squared_warp_forward", [&] {
     forward_kernel<scalar_t>(source_nhwc.data_ptr<scalar_t>(), theta.data_ptr<scalar_t>(),
                              mask.numel() ? mask.data_ptr<scalar_t>() : nullptr,
@@ -502,9 +503,10 @@ std::vector<at::Tensor> warp_backward(const at::Tensor& grad_out, const at::Tens
   need_mask = need_mask && mask.numel();
   const auto opts = source_nhwc.options();
   const at::Tensor none = at::empty({0}, opts);
-  at::Tensor grad_source = !need_source          ? none
-                           : source_channels_last ? at::empty({g.n, g.hs, g.ws, g.c}, opts).permute({0, 3, 1, 2})
-                                                  : at::empty({g.n, g.c, g.hs, g.ws}, opts);
+  at::Tensor grad_source = !need_source ? none
+                                        : at::empty({g.n, g.c, g.hs, g.ws},
+                                                    opts.memory_format(source_channels_last ? at::MemoryFormat::ChannelsLast
+                                                                                            : at::MemoryFormat::Contiguous));
   at::Tensor grad_theta = need_theta ? at::empty({g.n, 2, g.h, g.w}, opts) : none;
   at::Tensor grad_mask = need_mask ? at::empty({g.n, 1, g.h, g.w}, opts) : none;
   at::Tensor grad_bias = need_bias ? at::empty({g.c}, opts) : none;
