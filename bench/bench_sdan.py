@@ -4,6 +4,7 @@ time and peak memory at growing mosaic sizes, and Cross Packing Attention (CPA) 
 Every memory figure comes from a fresh subprocess (CPU: growth of the peak RSS, VmHWM; CUDA: peak allocated).
 """
 import argparse
+import itertools
 import json
 import math
 import resource
@@ -31,6 +32,7 @@ def original_attend(self, packed: torch.Tensor) -> torch.Tensor:
 
 
 ATTENDS = {'new': NEW_ATTEND, 'original': original_attend}
+MEMORY_FORMATS = {'contiguous': torch.contiguous_format, 'channels_last': torch.channels_last}
 
 
 def current_rss_mb() -> float:
@@ -134,10 +136,14 @@ def warm_up(device: torch.device) -> None:
         SDAN(num_feat=4, num_block=1).to(device)(*make_inputs(1, 16, device)[:2])
 
 
-def worker_infer(device: torch.device, side: int, attend: str, tail_chunk: int, repeats: int) -> Dict:
-    """SDAN inference on one (1, 1, side, side) mosaic: the fastest of ``repeats`` runs, CPA's share, peak memory."""
+def worker_infer(device: torch.device, side: int, attend: str, tail_chunk: int, memory_format: str,
+                 repeats: int) -> Dict:
+    """SDAN inference on one (1, 1, side, side) mosaic: the fastest of ``repeats`` runs, CPA's share, peak memory.
+
+    ``memory_format`` ``channels_last``: ``model.to(memory_format=torch.channels_last)``, so every conv runs NHWC.
+    """
     CrossPackingAttention.attend = ATTENDS[attend]
-    model = make_model('fast', device, tail_chunk=tail_chunk).eval()
+    model = make_model('fast', device, tail_chunk=tail_chunk).eval().to(memory_format=MEMORY_FORMATS[memory_format])
     timer = CpaTimer(model, device)
     times, cpa_times = [], []
     with torch.inference_mode():
@@ -262,27 +268,26 @@ def available_bytes(device: torch.device) -> int:
 def bench_inference(args: argparse.Namespace, device: torch.device) -> None:
     print(f'\n== inference (batch 1, fast DCN, fastest of {args.infer_repeats} forwards, each size a fresh subprocess; '
           'tail = tail_chunk, 0: whole image)')
-    print(f'{"MP":>5} {"mosaic":>7} {"attend":>8} {"tail":>5} {"total s":>8} {"CPA s":>7} {"CPA %":>6} {"s/MP":>6} '
-          f'{"peak MiB":>9} {"MiB/MP":>7}')
+    print(f'{"MP":>5} {"mosaic":>7} {"attend":>8} {"tail":>5} {"format":>13} {"total s":>8} {"CPA s":>7} {"CPA %":>6} '
+          f'{"s/MP":>6} {"peak MiB":>9} {"MiB/MP":>7}')
     for mp in args.sizes:
         side = max(8, round(math.sqrt(mp * 1e6) / 8) * 8)
         real_mp = side * side / 1e6
-        for attend in args.infer_attends:
-            for chunk in args.infer_tail_chunks:
-                cell = f'{real_mp:5.2f} {side:>6}² {attend:>8} {chunk:>5}'
-                need, free = whole_tail_bytes(side), available_bytes(device)
-                if chunk == 0 and need > 0.9 * free:
-                    print(f'{cell} skipped: the whole tail needs {need / 2**30:.1f} GiB, '
-                          f'{free / 2**30:.1f} GiB available', flush=True)
-                    continue
-                r = in_subprocess(args, {'kind': 'infer', 'side': side, 'attend': attend, 'tail_chunk': chunk,
-                                         'repeats': args.infer_repeats})
-                if 'error' in r:
-                    print(f'{cell} error: {r["error"]}', flush=True)
-                    continue
-                print(f'{cell} {r["seconds"]:8.2f} {r["cpa_seconds"]:7.2f} '
-                      f'{100 * r["cpa_seconds"] / r["seconds"]:6.1f} {r["seconds"] / real_mp:6.2f} '
-                      f'{r["peak_growth_mb"]:9.0f} {r["peak_growth_mb"] / real_mp:7.0f}', flush=True)
+        for attend, chunk, fmt in itertools.product(args.infer_attends, args.infer_tail_chunks, args.infer_formats):
+            cell = f'{real_mp:5.2f} {side:>6}² {attend:>8} {chunk:>5} {fmt:>13}'
+            need, free = whole_tail_bytes(side), available_bytes(device)
+            if chunk == 0 and need > 0.9 * free:
+                print(f'{cell} skipped: the whole tail needs {need / 2**30:.1f} GiB, '
+                      f'{free / 2**30:.1f} GiB available', flush=True)
+                continue
+            r = in_subprocess(args, {'kind': 'infer', 'side': side, 'attend': attend, 'tail_chunk': chunk,
+                                     'memory_format': fmt, 'repeats': args.infer_repeats})
+            if 'error' in r:
+                print(f'{cell} error: {r["error"]}', flush=True)
+                continue
+            print(f'{cell} {r["seconds"]:8.2f} {r["cpa_seconds"]:7.2f} '
+                  f'{100 * r["cpa_seconds"] / r["seconds"]:6.1f} {r["seconds"] / real_mp:6.2f} '
+                  f'{r["peak_growth_mb"]:9.0f} {r["peak_growth_mb"] / real_mp:7.0f}', flush=True)
 
 
 def parse_pair(text: str) -> List[int]:
@@ -304,6 +309,8 @@ def main() -> None:
     parser.add_argument('--infer-attends', nargs='+', default=['new'], choices=list(ATTENDS))
     parser.add_argument('--infer-tail-chunks', type=int, nargs='+', default=[128, 0],
                         help="SDAN's tail_chunk for the inference cells (0: the tail on the whole image)")
+    parser.add_argument('--infer-formats', nargs='+', default=['contiguous', 'channels_last'],
+                        choices=list(MEMORY_FORMATS), help='memory format of the model in the inference cells')
     parser.add_argument('--cpa-infer-sides', type=int, nargs='*', default=[1000], help='CPA-alone inference sides')
     parser.add_argument('--infer-repeats', type=int, default=2, help='forwards per inference size (fastest shown)')
     parser.add_argument('--cpa-repeats', type=int, default=3)
