@@ -19,22 +19,23 @@ def _extension_kwargs():
         print(f'warning: torch is not importable ({err}); building sdan-basicsr without {EXT_NAME}', file=sys.stderr)
         return {}
 
+    def skipped(err):
+        print(f'warning: could not build {EXT_NAME} ({err}); the fast backend uses pure PyTorch', file=sys.stderr)
+
     class OptionalBuildExtension(BuildExtension):
-        """Build the kernel if possible; a compile error only prints a warning."""
+        """Build the kernel if possible; any build failure (set-up or compile) only prints a warning."""
 
         def run(self):
             try:
                 super().run()
             except Exception as err:  # any build failure leaves the pure-PyTorch path
-                print(f'warning: could not build {EXT_NAME} ({err}); the fast backend uses pure PyTorch',
-                      file=sys.stderr)
+                skipped(err)
 
         def build_extension(self, ext):
             try:
                 super().build_extension(ext)
             except Exception as err:
-                print(f'warning: could not build {ext.name} ({err}); the fast backend uses pure PyTorch',
-                      file=sys.stderr)
+                skipped(err)
 
     ext = CppExtension(EXT_NAME, ['sdan_basicsr/ops/csrc/squared_warp.cpp'],
                        extra_compile_args=['-O3', '-fopenmp'], extra_link_args=['-fopenmp'])

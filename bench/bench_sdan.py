@@ -275,11 +275,12 @@ def bench_inference(args: argparse.Namespace, device: torch.device) -> None:
         real_mp = side * side / 1e6
         for attend, chunk, fmt in itertools.product(args.infer_attends, args.infer_tail_chunks, args.infer_formats):
             cell = f'{real_mp:5.2f} {side:>6}² {attend:>8} {chunk:>5} {fmt:>13}'
-            need, free = whole_tail_bytes(side), available_bytes(device)
-            if chunk == 0 and need > 0.9 * free:
-                print(f'{cell} skipped: the whole tail needs {need / 2**30:.1f} GiB, '
-                      f'{free / 2**30:.1f} GiB available', flush=True)
-                continue
+            if chunk == 0:
+                need, free = whole_tail_bytes(side), available_bytes(device)
+                if need > 0.9 * free:
+                    print(f'{cell} skipped: the whole tail needs {need / 2**30:.1f} GiB, '
+                          f'{free / 2**30:.1f} GiB available', flush=True)
+                    continue
             r = in_subprocess(args, {'kind': 'infer', 'side': side, 'attend': attend, 'tail_chunk': chunk,
                                      'memory_format': fmt, 'repeats': args.infer_repeats})
             if 'error' in r:

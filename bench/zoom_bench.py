@@ -111,11 +111,13 @@ def _run_row(row, data, opts, args):
     The result is kept in ``row.json`` with the options it came from and reused when they are unchanged.
     """
     train_opt = _train_opt(row, data, args.iters, args.batch, args.image_skip, args.seed) if ROWS[row][2] else None
-    test_opt = _test_opt(row, data, None, args.image_skip)
+    weights = (osp.join(args.work, 'experiments', f'zoom_bench_{row}', 'models', 'net_g_latest.pth')
+               if train_opt else None)
+    test_opt = _test_opt(row, data, weights, args.image_skip)
     record = osp.join(args.work, 'rows', f'{row}.json')
 
     def log_curve():
-        return _curve(args.work, f'zoom_bench_{row}', train_opt['val']['val_freq']) if train_opt else ([], [])
+        return _curve(args.work, f'zoom_bench_{row}', train_opt) if train_opt else ([], [])
 
     if osp.isfile(record):
         with open(record, encoding='utf-8') as f:
@@ -123,13 +125,12 @@ def _run_row(row, data, opts, args):
         if kept['train_opt'] == train_opt and kept['test_opt'] == test_opt:
             print(f'{row}: reusing {record}', flush=True)
             return kept['result'], log_curve()
-    weights, seconds = None, 0.0
+    seconds = 0.0
     if train_opt is not None:
         start = time.time()
         _launch('train.py', _write(opts, f'train_{row}', train_opt), args.work)
         seconds = time.time() - start
-        weights = osp.join(args.work, 'experiments', f'zoom_bench_{row}', 'models', 'net_g_latest.pth')
-    _launch('test.py', _write(opts, f'test_{row}', _test_opt(row, data, weights, args.image_skip)), args.work)
+    _launch('test.py', _write(opts, f'test_{row}', test_opt), args.work)
     result = dict(read_test_metrics(args.work, f'zoom_bench_{row}_test'), seconds=seconds)
     os.makedirs(osp.dirname(record), exist_ok=True)
     with open(record, 'w', encoding='utf-8') as f:
@@ -137,23 +138,18 @@ def _run_row(row, data, opts, args):
     return result, log_curve()
 
 
-def _curve(work, name, val_freq):
+def _curve(work, name, train_opt):
     """(iteration, training loss) and (iteration, validation PSNR) points of experiment ``name``'s log.
 
-    A validation runs at the first multiple of ``val_freq`` after the last logged iteration.
+    BasicSR validates at every multiple of ``val_freq`` and once more at the end of training (dropped here).
     """
-    losses, val, last = [], [], 0
-    for log in sorted(glob.glob(osp.join(work, 'experiments', name, f'train_{name}_*.log'))):
-        with open(log, encoding='utf-8') as f:
-            for line in f:
-                step = re.search(r'iter:\s*([\d,]+),.*?l_pix: ([-+0-9.eE]+)', line)
-                psnr = re.search(r'# psnr: ([-+0-9.eE]+)', line)
-                if step:
-                    last = int(step.group(1).replace(',', ''))
-                    losses.append((last, float(step.group(2))))
-                elif psnr and not (val and val[-1][0] >= last):  # the end-of-training repeat of the last one
-                    val.append((-(-last // val_freq) * val_freq, float(psnr.group(1))))
-    return losses, val
+    val_freq, total = train_opt['val']['val_freq'], train_opt['train']['total_iter']
+    text = ''.join(open(p, encoding='utf-8').read()
+                   for p in sorted(glob.glob(osp.join(work, 'experiments', name, f'train_{name}_*.log'))))
+    losses = [(int(i.replace(',', '')), float(v)) for i, v in re.findall(r'iter:\s*([\d,]+),.*?l_pix: ([-+0-9.eE]+)',
+                                                                            text)]
+    psnrs = [float(v) for v in re.findall(r'# psnr: ([-+0-9.eE]+)', text)][:total // val_freq]
+    return losses, [((i + 1) * val_freq, v) for i, v in enumerate(psnrs)]
 
 
 def _write(dir_, name, opt):

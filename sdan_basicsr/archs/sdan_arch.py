@@ -340,15 +340,13 @@ class SDAN(nn.Module):
         rows = self.tail_chunk
         if torch.is_grad_enabled() or not rows or feat.shape[2] <= rows:
             return self.conv_last(self.upsample(feat))
-        s, h = self.upscale, feat.shape[2]
+        s, (n, _, h, w) = self.upscale, feat.shape
         halo = 2  # the tail's 3x3 convs at 1x, 2x, 4x, ... reach 1 + 1/2 + 1/4 + ... < 2 input rows
-        sr = None
+        sr = feat.new_empty(n, self.conv_last.out_channels, s * h, s * w)
         for top in range(0, h, rows):
             bottom = min(top + rows, h)
             lo, hi = max(top - halo, 0), min(bottom + halo, h)
             strip = self.conv_last(self.upsample(feat[:, :, lo:hi]))
-            if sr is None:
-                sr = strip.new_empty(strip.shape[0], strip.shape[1], s * h, strip.shape[3])
             sr[:, :, s * top:s * bottom] = strip[:, :, s * (top - lo):s * (bottom - lo)]
         return sr
 

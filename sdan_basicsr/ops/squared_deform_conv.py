@@ -124,7 +124,7 @@ class _FusedWarp(torch.autograd.Function):
     The kernel samples S bilinearly (zero outside, derivatives at the floor corners, as
     :class:`_BilinearWarp`) from a channels-last copy that it makes itself, so each corner's C
     channels are one contiguous run, then multiplies by the mask and adds the bias. The output and
-    the gradient of S keep the memory format of S (that of ``x``). Only the inputs are saved: the
+    the gradient of S keep the memory format of S (that of the convolution of ``x``). Only the inputs are saved: the
     backward recomputes the corners and, in one pass, scatters the output gradient into S (race-free:
     one task per image and channel block) and takes the four corner dot products per pixel that give
     the gradients of Θ and m.
@@ -132,14 +132,14 @@ class _FusedWarp(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, source: torch.Tensor, theta: torch.Tensor, mask: Optional[torch.Tensor],
-                bias: Optional[torch.Tensor], offset: int, out_channels_last: bool) -> torch.Tensor:
+                bias: Optional[torch.Tensor], offset: int) -> torch.Tensor:
         theta = theta.contiguous()
         mask = source.new_empty(0) if mask is None else mask.contiguous()
         bias = source.new_empty(0) if bias is None else bias.contiguous()
-        out, source_nhwc = _squared_warp.warp_forward(source, theta, offset, mask, bias, out_channels_last)
+        ctx.source_channels_last = source.permute(0, 2, 3, 1).is_contiguous()
+        out, source_nhwc = _squared_warp.warp_forward(source, theta, offset, mask, bias, ctx.source_channels_last)
         ctx.save_for_backward(source_nhwc, theta, mask)
         ctx.offset = offset
-        ctx.source_channels_last = source.permute(0, 2, 3, 1).is_contiguous()
         return out
 
     @staticmethod
@@ -149,7 +149,7 @@ class _FusedWarp(torch.autograd.Function):
         need = ctx.needs_input_grad
         grads = _squared_warp.warp_backward(grad_out, source_nhwc, theta, ctx.offset, mask, ctx.source_channels_last,
                                             *need[:4])
-        return tuple(g if n else None for g, n in zip(grads, need[:4])) + (None, None)
+        return tuple(g if n else None for g, n in zip(grads, need[:4])) + (None, )
 
 
 def _corners(rows: torch.Tensor, cols: torch.Tensor, hs: int, ws: int):
@@ -188,8 +188,7 @@ def _fast(x, theta, weight, bias, mask):
     k = weight.shape[-1]
     if _use_fused_warp(x.device, x.dtype, theta, mask, bias):
         # the convolution in x's memory format: the kernel transposes what it needs itself
-        x_channels_last = x.permute(0, 2, 3, 1).is_contiguous()
-        return _FusedWarp.apply(F.conv2d(x, weight, padding=k - 1), theta, mask, bias, k // 2, x_channels_last)
+        return _FusedWarp.apply(F.conv2d(x, weight, padding=k - 1), theta, mask, bias, k // 2)
     conv = F.conv2d(x.contiguous(memory_format=torch.channels_last), weight, padding=k - 1)
     h, w = x.shape[2:]
     ys = torch.arange(h, dtype=theta.dtype, device=theta.device).view(1, h, 1) + k // 2
