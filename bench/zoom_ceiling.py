@@ -45,9 +45,12 @@ def main() -> None:
     parser.add_argument('--num-test', type=int, default=DEMO_TREE['num_test'])
     parser.add_argument('--size', type=int, default=DEMO_TREE['size'])
     parser.add_argument('--seed', type=int, default=DEMO_TREE['seed'])
+    parser.add_argument('--residual', type=float, default=DEMO_TREE['residual'],
+                        help='non-affine misalignment of a tree made here')
     args = parser.parse_args()
     if not osp.isdir(osp.join(args.root, 'test')):
-        make_demo(args.root, num_scenes=args.num_scenes, num_test=args.num_test, size=args.size, seed=args.seed)
+        make_demo(args.root, **dict(DEMO_TREE, num_scenes=args.num_scenes, num_test=args.num_test, size=args.size,
+                                    seed=args.seed, residual=args.residual))
     meta = read_meta(args.root)
     dataset = SRRAWPairedDataset({'name': 'ceiling', 'dataroot': osp.join(args.root, 'test'), 'phase': 'test'})
 
