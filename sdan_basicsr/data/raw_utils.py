@@ -448,6 +448,11 @@ def remove_white_balance(rgb: np.ndarray, wb: np.ndarray) -> np.ndarray:
     return np.clip(rgb / display_gains(np.asarray(wb, dtype=np.float32)), 0, 1)
 
 
+def apply_white_balance(img: torch.Tensor, wb: torch.Tensor) -> torch.Tensor:
+    """Re-apply the camera white balance ``wb`` (N, 4) to a no-white-balance RGB output (N, 3, H, W) in [0, 1]."""
+    return (img * display_gains(wb.to(img.dtype)).view(-1, 3, 1, 1)).clamp(0, 1)
+
+
 def mosaic_rgb(rgb: np.ndarray) -> np.ndarray:
     """Sample an (H, W, 3) RGB image through an RGGB colour filter array: (H, W) mosaic."""
     mosaic = np.empty(rgb.shape[:2], rgb.dtype)

@@ -17,18 +17,13 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from tqdm import tqdm
 
 from sdan_basicsr.archs.sdan_arch import pad_to_multiple
-from sdan_basicsr.data.raw_utils import display_gains
+from sdan_basicsr.data.raw_utils import apply_white_balance
 from sdan_basicsr.losses.masked_dual_l1_loss import MaskedDualL1Loss
 
 
 def downsample_to(img: torch.Tensor, size) -> torch.Tensor:
     """Y' of the paper: ``img`` bicubic-downsampled (antialiased) to ``size`` (h, w)."""
     return F.interpolate(img, size=tuple(size), mode='bicubic', align_corners=False, antialias=True)
-
-
-def apply_white_balance(img: torch.Tensor, wb: torch.Tensor) -> torch.Tensor:
-    """Re-apply the camera white balance ``wb`` (N, 4) to a no-white-balance RGB output (N, 3, H, W) in [0, 1]."""
-    return (img * display_gains(wb.to(img.dtype)).view(-1, 3, 1, 1)).clamp(0, 1)
 
 
 def image_name(lq_path: str) -> str:

@@ -64,7 +64,7 @@ def _exact_display(meta: dict, sample: dict, scale: int) -> np.ndarray:
     import torch
     from basicsr.utils import tensor2img
 
-    from sdan_basicsr.models.sdan_model import apply_white_balance
+    from sdan_basicsr.data.raw_utils import apply_white_balance
     from sdan_basicsr.tools.make_demo import exact_target
 
     target = torch.from_numpy(exact_target(meta, sample, scale).transpose(2, 0, 1)).unsqueeze(0)
@@ -100,7 +100,8 @@ def side_by_side(root: str, out_path: str) -> str:
     """Input | bicubic | SDAN | target | exact zoom of the first test scene, as one PNG with labels."""
     from basicsr.utils import tensor2img
 
-    from sdan_basicsr.models.sdan_model import apply_white_balance, image_name
+    from sdan_basicsr.data.raw_utils import apply_white_balance
+    from sdan_basicsr.models.sdan_model import image_name
     from sdan_basicsr.tools.make_demo import read_meta
 
     dataset = _test_dataset(root)

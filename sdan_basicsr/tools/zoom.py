@@ -23,7 +23,7 @@ import yaml
 
 from sdan_basicsr.archs.sdan_arch import IN_FORMAT_CHANNELS, SDAN
 from sdan_basicsr.data import raw_utils
-from sdan_basicsr.models.sdan_model import apply_white_balance
+from sdan_basicsr.data.raw_utils import apply_white_balance
 from sdan_basicsr.utils.tiled_sdan import tiled_forward
 
 #: Output formats by extension (cv2 writes both with 8 or 16 bits per channel).
