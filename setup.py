@@ -64,6 +64,7 @@ setup(
         'Pillow',
         'lpips',
         'matplotlib',
+        'scikit-learn',  # its bundled photographs are test scenes of the demo (make_demo.PHOTO_FILES)
     ],
     extras_require={
         'test': ['pytest', 'ruff'],
