@@ -159,8 +159,23 @@ def test_fused_warp_is_built_and_used_on_cpu():
         x, theta, weight, bias, mask = _case(dtype, 'fractional', True)
         out = squared_deform_conv2d(x, theta, weight, bias, mask, backend='fast')
         assert type(out.grad_fn).__name__ == '_FusedWarpBackward'
-    assert sdc.warp_implementation('cpu', torch.bfloat16).startswith('PyTorch')
     assert sdc.warp_implementation('meta', torch.float32).startswith('PyTorch')
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_fused_warp_serves_autocast(dtype):
+    """Under autocast the convolution runs in ``dtype`` and the fused warp in float32 (no silent slow path)."""
+    name = str(dtype).replace('torch.', '')
+    assert sdc.warp_implementation('cpu', dtype) == f'fused C++ (CPU), float32 from {name}'
+    x, theta, weight, bias, mask = _case(torch.float32, 'fractional', True)
+    with torch.autocast('cpu', dtype=dtype):
+        out = squared_deform_conv2d(x, theta, weight, bias, mask, backend='fast')
+    assert type(out.grad_fn).__name__ == '_FusedWarpBackward' and out.dtype == torch.float32
+    exact = squared_deform_conv2d(x, theta, weight, bias, mask, backend='fast')
+    err = ((out - exact).norm() / exact.norm()).item()
+    assert err < 1e-2, f'{name} autocast: relative error {err:.1e}'  # the conv's inputs rounded to 8 / 11 bits
+    out.sum().backward()
+    assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in (x, theta, weight, bias, mask))
 
 
 def _fast_and_grads(inputs, fused, grad_layout, monkeypatch):

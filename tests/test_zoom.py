@@ -33,7 +33,8 @@ def _random_offsets_net(**kwargs) -> SDAN:
     dict(),
     dict(flip_ref=False),
     dict(in_format='packed', num_in_ch=4, upscale=8),
-], ids=['bayer-flip', 'bayer-noflip', 'packed-flip'])
+    dict(image_skip=True),
+], ids=['bayer-flip', 'bayer-noflip', 'packed-flip', 'image-skip'])
 def test_tiled_equals_untiled(kwargs):
     net = _random_offsets_net(**kwargs)
     h, w = 54, 77  # not multiples of 8: the padding and the ragged last tiles are exercised

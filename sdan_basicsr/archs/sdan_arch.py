@@ -16,6 +16,7 @@ from torch.autograd.function import once_differentiable
 from torchvision.ops import DeformConv2d
 
 from sdan_basicsr.ops import SquaredDeformConv2d
+from sdan_basicsr.ops.mixed_precision import LOW_PRECISION, run_in_float32
 
 #: Input channels of each ``in_format``: the RGGB mosaic, its 4-channel packing, or the camera RGB.
 IN_FORMAT_CHANNELS = {'bayer': 1, 'packed': 4, 'rgb': 3}
@@ -81,6 +82,10 @@ class _PackedChannelAttention(torch.autograd.Function):
     overflows) writes A directly: one pass over each block besides the products. The backward uses the
     saved A: with G the output gradient, dA = G Xᵀ, S = A ⊙ (dA − rowsum(A ⊙ dA)) (the softmax's
     backward) and dX = Aᵀ G − S X − Sᵀ X.
+
+    Mixed precision (X in float16/bfloat16): E and the softmax are computed in float32 from X upcast (E sums L
+    products and the softmax amplifies its absolute error, which a low-precision E of |E| ~ 10³ would make
+    whole units); A is then stored in X's dtype, and A X and the whole backward run in it.
     """
 
     @staticmethod
@@ -90,15 +95,21 @@ class _PackedChannelAttention(torch.autograd.Function):
         keep = ctx.needs_input_grad[0]
         block_rows = min(c, _ATTENTION_ROWS)
         attention = x.new_empty(n, c, c) if keep else x.new_empty(block_rows, c)
-        neg_energy = x.new_empty(block_rows, c)
+        x_energy = x.float() if x.dtype in LOW_PRECISION else x
+        neg_energy = x_energy.new_empty(block_rows, c)
+        weights = neg_energy.new_empty(block_rows, c) if x_energy is not x else None  # float32 A, before rounding
         out = torch.empty_like(x)
         for i in range(n):
-            neg_xt = x[i].t().neg()
+            neg_xt = x_energy[i].t().neg()
             for r in range(0, c, _ATTENTION_ROWS):
                 rows = slice(r, min(r + _ATTENTION_ROWS, c))
                 size = rows.stop - r
                 block = attention[i, rows] if keep else attention[:size]
-                torch.softmax(torch.mm(x[i, rows], neg_xt, out=neg_energy[:size]), -1, out=block)
+                energy = torch.mm(x_energy[i, rows], neg_xt, out=neg_energy[:size])
+                if weights is None:
+                    torch.softmax(energy, -1, out=block)
+                else:
+                    block.copy_(torch.softmax(energy, -1, out=weights[:size]))
                 torch.mm(block, x[i], out=out[i, rows])
         if keep:
             ctx.save_for_backward(x, attention)
@@ -224,14 +235,19 @@ class SquaredDeformableAlignment(nn.Module):
         if offset_init == 'zero':
             nn.init.zeros_(self.offset_conv3.weight)
 
+    def offset_head(self, x: torch.Tensor):
+        """Θ (and the modulation, or None) from the offset branch's last features, in float32: a fraction of a
+        pixel matters, and bf16 keeps only 8 significant bits (steps of 1/16 px at |Θ| = 8)."""
+        x = run_in_float32(self.offset_conv3, x)
+        offset = x[:, :self.num_offset_ch]
+        return offset, (torch.sigmoid(x[:, self.num_offset_ch:]) if self.modulation else None)
+
     def forward(self, feat: torch.Tensor, ref: torch.Tensor):
         """Align ``feat`` (F^X) to ``ref``; returns (F^X', Θ)."""
         ref_feat = self.relu(self.conv_ref(ref))
         x = self.relu(self.offset_att1(self.offset_conv1(torch.cat([feat, ref_feat], dim=1))))
         x = self.relu(self.offset_att2(self.offset_conv2(x)))
-        x = self.offset_conv3(x)
-        offset = x[:, :self.num_offset_ch]
-        mask = torch.sigmoid(x[:, self.num_offset_ch:]) if self.modulation else None
+        offset, mask = self.offset_head(x)
         if self.offsets == 'squared':
             aligned = self.dcn(feat, offset, mask)
         else:
@@ -359,7 +375,7 @@ class SDAN(nn.Module):
 
         feat = self.relu(self.conv_first(x))
         aligned_feat, offset = self.align(feat, ref)
-        aligned = self.conv_aligned(aligned_feat)
+        aligned = run_in_float32(self.conv_aligned, aligned_feat)
         feat = self.conv_body(self.body(aligned_feat)) + aligned_feat
         sr = self.tail(feat)
         if self.image_skip:

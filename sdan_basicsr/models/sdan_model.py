@@ -12,13 +12,17 @@ from basicsr.archs import build_network
 from basicsr.losses import build_loss
 from basicsr.metrics import calculate_metric
 from basicsr.models.sr_model import SRModel
-from basicsr.utils import imwrite, tensor2img
+from basicsr.utils import get_root_logger, imwrite, tensor2img
 from basicsr.utils.registry import MODEL_REGISTRY
 from tqdm import tqdm
 
 from sdan_basicsr.archs.sdan_arch import pad_to_multiple
 from sdan_basicsr.data.raw_utils import apply_white_balance
 from sdan_basicsr.losses.masked_dual_l1_loss import MaskedDualL1Loss
+from sdan_basicsr.utils.precision import autocast, parse_amp
+
+#: What ``val.ref`` may name as SDAN's reference at test time.
+VAL_REFS = ('input', 'target')
 
 
 def downsample_to(img: torch.Tensor, size) -> torch.Tensor:
@@ -42,13 +46,27 @@ class SDANModel(SRModel):
       that returns a plain tensor gets the HR term with a mask of ones. Other pixel losses get (X~, Y).
       ``perceptual_opt`` and, with ``network_d``, ``gan_opt`` / ``optim_d`` / ``net_d_iters`` /
       ``net_d_init_iters`` work as in BasicSR's ``SRGANModel``.
-    - A non-finite loss stops training with the iteration named, before the weights are touched.
+    - A non-finite loss stops training with the iteration named, before the weights are touched (fp32, bf16).
+    - Mixed precision: ``train.amp`` / ``val.amp`` = ``false`` (default, the paper's fp32), ``bf16`` or ``fp16``:
+      ``torch.autocast`` over the forward passes and the losses of ``net_g`` (and ``net_d``), float32 master
+      weights and optimizers; SDAN keeps its precision-critical stages in float32 (see :class:`SDAN`), any other
+      arch gets plain autocast. fp16 scales the loss with ``torch.amp.GradScaler``: a step whose gradients
+      overflow is skipped and logged, not an error; the scaler's state is saved in the ``.state`` file and
+      restored on resume.
+    - ``val.ref``: SDAN's reference at test time, ``input`` (default: the input shot's RGB, as the paper's
+      validation) or ``target`` (the target bicubic-downsampled to the input grid, as the released test code).
     - Testing pads inputs to a multiple of ``val.pad_multiple`` (default 32) and crops back; metrics
       compare the network's no-white-balance output with the target, saved images re-apply ``wb`` and
       are named ``<scene>_<shot>``.
     """
 
     def __init__(self, opt):
+        val_opt = opt.get('val') or {}
+        self.amp_val = parse_amp(val_opt.get('amp'), 'val.amp')
+        self.val_ref = val_opt.get('ref', 'input')
+        if self.val_ref not in VAL_REFS:
+            raise ValueError(f'val.ref: {self.val_ref!r} is not one of {VAL_REFS}')
+        self.amp_train = parse_amp(opt['train'].get('amp'), 'train.amp') if opt['is_train'] else 'fp32'
         super().__init__(opt)
         forward = inspect.signature(self.get_bare_model(self.net_g).forward)
         required = [p for p in forward.parameters.values()
@@ -78,6 +96,21 @@ class SDANModel(SRModel):
             optim_opt = dict(self.opt['train']['optim_d'])
             self.optimizer_d = self.get_optimizer(optim_opt.pop('type'), self.net_d.parameters(), **optim_opt)
             self.optimizers.append(self.optimizer_d)
+        # loss scaling for fp16 (one scaler for net_g and net_d, updated once per iteration); a no-op otherwise
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_train == 'fp16')
+
+    def extra_training_state(self) -> dict:
+        """What the ``.state`` file holds besides BasicSR's optimizers and schedulers: the fp16 loss scaler."""
+        return {'scaler': self.scaler.state_dict()} if self.scaler.is_enabled() else {}
+
+    def resume_training(self, resume_state):
+        super().resume_training(resume_state)
+        if self.scaler.is_enabled():
+            if 'scaler' in resume_state:
+                self.scaler.load_state_dict(resume_state['scaler'])
+            else:
+                get_root_logger().warning('the resumed state has no fp16 loss scaler (it was saved without '
+                                          'train.amp: fp16); the scaler starts afresh')
 
     # ---------------------------------------------------------------- data and forward
     def feed_data(self, data):
@@ -92,6 +125,12 @@ class SDANModel(SRModel):
             return out.sr, out.aligned, out.mask
         return out, None, None
 
+    def _forward_float(self, net, lq, ref, precision: str):
+        """:meth:`_run` under ``precision``'s autocast, outputs in float32 (losses and metrics are float32)."""
+        with autocast(self.device, precision):
+            out = self._run(net, lq, ref)
+        return tuple(None if t is None else t.float() for t in out)
+
     def optimize_parameters(self, current_iter):
         ref = downsample_to(self.gt, self.lq.shape[-2:]) if self.uses_ref else None
         step_g = self.net_d is None or (current_iter % self.net_d_iters == 0
@@ -102,54 +141,67 @@ class SDANModel(SRModel):
                 p.requires_grad = False
 
         self.optimizer_g.zero_grad()
-        self.output, aligned, mask = self._run(self.net_g, self.lq, ref)
+        self.output, aligned, mask = self._forward_float(self.net_g, self.lq, ref, self.amp_train)
         if step_g:
-            l_total = 0
-            if self.cri_pix:
-                if isinstance(self.cri_pix, MaskedDualL1Loss):
-                    loss_dict['l_pix'] = self.cri_pix(self.output, self.gt, aligned, ref, mask)
-                else:
-                    loss_dict['l_pix'] = self.cri_pix(self.output, self.gt)
-            if self.cri_perceptual:
-                l_percep, l_style = self.cri_perceptual(self.output, self.gt)
-                if l_percep is not None:
-                    loss_dict['l_percep'] = l_percep
-                if l_style is not None:
-                    loss_dict['l_style'] = l_style
-            if self.net_d is not None:
-                loss_dict['l_g_gan'] = self.cri_gan(self.net_d(self.output), True, is_disc=False)
-            l_total = sum(loss_dict.values())
+            with autocast(self.device, self.amp_train):
+                l_total = self._generator_losses(loss_dict, aligned, ref, mask)
             self._check_finite(l_total, current_iter, loss_dict)
-            l_total.backward()
-            self.optimizer_g.step()
-
+            self.scaler.scale(l_total).backward()
+            self.scaler.step(self.optimizer_g)
         if self.net_d is not None:
             for p in self.net_d.parameters():
                 p.requires_grad = True
             self.optimizer_d.zero_grad()
-            real_pred = self.net_d(self.gt)
-            fake_pred = self.net_d(self.output.detach())
-            loss_dict['l_d_real'] = self.cri_gan(real_pred, True, is_disc=True)
-            loss_dict['l_d_fake'] = self.cri_gan(fake_pred, False, is_disc=True)
-            loss_dict['out_d_real'] = real_pred.detach().mean()
-            loss_dict['out_d_fake'] = fake_pred.detach().mean()
-            l_d = loss_dict['l_d_real'] + loss_dict['l_d_fake']
+            with autocast(self.device, self.amp_train):
+                l_d = self._discriminator_loss(loss_dict)
             self._check_finite(l_d, current_iter, loss_dict)
-            l_d.backward()
-            self.optimizer_d.step()
+            self.scaler.scale(l_d).backward()
+            self.scaler.step(self.optimizer_d)
+        scale = self.scaler.get_scale() if self.scaler.is_enabled() else None
+        self.scaler.update()
+        if scale is not None and self.scaler.get_scale() < scale:
+            get_root_logger().warning(f'iteration {current_iter}: fp16 gradients overflowed, the step was skipped; '
+                                      f'loss scale {scale:g} -> {self.scaler.get_scale():g}')
 
         self.log_dict = self.reduce_loss_dict(loss_dict)
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
+
+    def _generator_losses(self, loss_dict, aligned, ref, mask) -> torch.Tensor:
+        """The terms of net_g's loss into ``loss_dict``; returns their sum."""
+        if self.cri_pix:
+            if isinstance(self.cri_pix, MaskedDualL1Loss):
+                loss_dict['l_pix'] = self.cri_pix(self.output, self.gt, aligned, ref, mask)
+            else:
+                loss_dict['l_pix'] = self.cri_pix(self.output, self.gt)
+        if self.cri_perceptual:
+            l_percep, l_style = self.cri_perceptual(self.output, self.gt)
+            if l_percep is not None:
+                loss_dict['l_percep'] = l_percep
+            if l_style is not None:
+                loss_dict['l_style'] = l_style
+        if self.net_d is not None:
+            loss_dict['l_g_gan'] = self.cri_gan(self.net_d(self.output).float(), True, is_disc=False)
+        return sum(loss_dict.values())
+
+    def _discriminator_loss(self, loss_dict) -> torch.Tensor:
+        """net_d's real and fake terms (and its mean outputs) into ``loss_dict``; returns their sum."""
+        real_pred = self.net_d(self.gt).float()
+        fake_pred = self.net_d(self.output.detach()).float()
+        loss_dict['l_d_real'] = self.cri_gan(real_pred, True, is_disc=True)
+        loss_dict['l_d_fake'] = self.cri_gan(fake_pred, False, is_disc=True)
+        loss_dict['out_d_real'] = real_pred.detach().mean()
+        loss_dict['out_d_fake'] = fake_pred.detach().mean()
+        return loss_dict['l_d_real'] + loss_dict['l_d_fake']
 
     def save(self, epoch, current_iter):
         if getattr(self, 'net_d', None) is not None:
             self.save_network(self.net_d, 'net_d', current_iter)
         super().save(epoch, current_iter)
 
-    @staticmethod
-    def _check_finite(loss: torch.Tensor, current_iter: int, loss_dict) -> None:
-        if not torch.isfinite(loss):
+    def _check_finite(self, loss: torch.Tensor, current_iter: int, loss_dict) -> None:
+        """Stop on a non-finite loss, except under fp16, where it is the loss scaler's business (step skipped)."""
+        if not self.scaler.is_enabled() and not torch.isfinite(loss):
             terms = ', '.join(f'{k}={v.item():.4g}' for k, v in loss_dict.items())
             raise FloatingPointError(f'non-finite loss at iteration {current_iter} ({terms}); training stopped '
                                      'before this step changed any weight. The checkpoints saved so far are intact.')
@@ -160,17 +212,26 @@ class SDANModel(SRModel):
         h, w = self.lq.shape[-2:]
         ref = None
         if self.uses_ref:
-            if self.lq_rgb is None:
-                raise KeyError("the dataset gives no 'lq_rgb', the RGB reference SDAN needs at test time")
-            ref = pad_to_multiple(self.lq_rgb, multiple)
+            ref = pad_to_multiple(self.test_reference(), multiple)
         was_training = net.training
         net.eval()
         lq = pad_to_multiple(self.lq, multiple)
         with torch.no_grad():
-            sr, _, _ = self._run(net, lq, ref)
+            sr, _, _ = self._forward_float(net, lq, ref, self.amp_val)
         net.train(was_training)
         scale = sr.shape[-1] // lq.shape[-1]
         self.output = sr[..., :scale * h, :scale * w]
+
+    def test_reference(self) -> torch.Tensor:
+        """SDAN's reference at test time, as ``val.ref`` says: the input's RGB, or the target downsampled."""
+        if self.val_ref == 'target':
+            if not hasattr(self, 'gt'):
+                raise KeyError("val.ref: target needs the dataset's 'gt', which this dataset does not give")
+            return downsample_to(self.gt, self.lq.shape[-2:])
+        if self.lq_rgb is None:
+            raise KeyError("the dataset gives no 'lq_rgb', the RGB reference SDAN needs at test time "
+                           "(or set val.ref: target)")
+        return self.lq_rgb
 
     def get_current_visuals(self):
         visuals = super().get_current_visuals()

@@ -14,6 +14,8 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 from torchvision.ops import deform_conv2d
 
+from .mixed_precision import LOW_PRECISION, run_in_float32
+
 try:
     from . import _squared_warp
 except ImportError:  # not built (no compiler, or torch missing at install time): pure-PyTorch warp
@@ -29,8 +31,12 @@ def warp_extension_available() -> bool:
 
 def warp_implementation(device='cpu', dtype: torch.dtype = torch.float32) -> str:
     """Name of the warp that ``fast`` runs for tensors on ``device`` of ``dtype``: ``fused C++ (CPU)``
-    or ``PyTorch (index_select / index_add_)``."""
-    return 'fused C++ (CPU)' if _use_fused_warp(torch.device(device), dtype) else 'PyTorch (index_select / index_add_)'
+    or ``PyTorch (index_select / index_add_)``, followed by ``, float32 from <dtype>`` for a float16/bfloat16
+    convolution (under autocast), whose output the warp upcasts."""
+    warp_dtype = torch.float32 if dtype in LOW_PRECISION else dtype
+    name = 'fused C++ (CPU)' if _use_fused_warp(torch.device(device), warp_dtype) else \
+        'PyTorch (index_select / index_add_)'
+    return name + (f', float32 from {str(dtype).replace("torch.", "")}' if dtype in LOW_PRECISION else '')
 
 
 def _use_fused_warp(device: torch.device, dtype: torch.dtype, *others: Optional[torch.Tensor]) -> bool:
@@ -184,15 +190,28 @@ def _fast(x, theta, weight, bias, mask):
     as its window still sees image pixels; further out it is exactly zero, which the warp's zero
     padding supplies. Pixel p of the image is pixel p + k//2 of that map. On CPU the warp, the mask
     and the bias are one fused kernel (:class:`_FusedWarp`); elsewhere :class:`_BilinearWarp`.
+
+    Mixed precision: under autocast the convolution (nearly all the arithmetic) runs in float16/bfloat16 and
+    the warp in float32 (its output, Θ, mask and bias upcast at this boundary; the result is float32), so the
+    bilinear weights keep a fraction of a pixel and the fused kernel serves both precisions.
     """
     k = weight.shape[-1]
-    if _use_fused_warp(x.device, x.dtype, theta, mask, bias):
-        # the convolution in x's memory format: the kernel transposes what it needs itself
-        return _FusedWarp.apply(F.conv2d(x, weight, padding=k - 1), theta, mask, bias, k // 2)
-    conv = F.conv2d(x.contiguous(memory_format=torch.channels_last), weight, padding=k - 1)
-    h, w = x.shape[2:]
-    ys = torch.arange(h, dtype=theta.dtype, device=theta.device).view(1, h, 1) + k // 2
-    xs = torch.arange(w, dtype=theta.dtype, device=theta.device).view(1, 1, w) + k // 2
+    fused = _use_fused_warp(x.device, torch.float32 if x.dtype in LOW_PRECISION else x.dtype)
+    # fused: the convolution in x's memory format (the kernel transposes what it needs itself)
+    conv = F.conv2d(x if fused else x.contiguous(memory_format=torch.channels_last), weight, padding=k - 1)
+    if conv.dtype in LOW_PRECISION:
+        conv, theta, mask, bias = (None if t is None else t.float() for t in (conv, theta, mask, bias))
+    with torch.autocast(x.device.type, enabled=False):
+        return _warp(conv, theta, mask, bias, k // 2)
+
+
+def _warp(conv, theta, mask, bias, offset: int):
+    """m(p) · conv(p + Θ(p) + offset) + b: the fused kernel where it applies, else :class:`_BilinearWarp`."""
+    if _use_fused_warp(conv.device, conv.dtype, theta, mask, bias):
+        return _FusedWarp.apply(conv, theta, mask, bias, offset)
+    h, w = conv.shape[2] - 2 * offset, conv.shape[3] - 2 * offset
+    ys = torch.arange(h, dtype=theta.dtype, device=theta.device).view(1, h, 1) + offset
+    xs = torch.arange(w, dtype=theta.dtype, device=theta.device).view(1, 1, w) + offset
     out = _BilinearWarp.apply(conv, theta[:, 0] + ys, theta[:, 1] + xs)
     if mask is not None:
         out = out * mask
@@ -222,7 +241,9 @@ def _mmcv(x, theta, weight, bias, mask):
     mask = mask.expand(-1, k * k, -1, -1).contiguous()
     if bias is None:
         bias = weight.new_zeros(weight.shape[0])
-    return modulated_deform_conv2d(x.contiguous(), offset, mask, weight, bias, 1, k // 2, 1, 1, 1)
+    # mmcv's CPU ops take float32 only: under autocast the whole convolution runs in float32
+    return run_in_float32(lambda *args: modulated_deform_conv2d(*args, 1, k // 2, 1, 1, 1), x.contiguous(), offset,
+                          mask, weight, bias)
 
 
 _IMPLEMENTATIONS = {'fast': _fast, 'torchvision': _torchvision, 'mmcv': _mmcv}

@@ -13,6 +13,7 @@ from torch import nn
 from tqdm import tqdm
 
 from sdan_basicsr.archs.sdan_arch import CPA_PACKING, SDAN, CrossPackingAttention, SDANOutput, pad_to_multiple
+from sdan_basicsr.ops.mixed_precision import run_in_float32
 
 #: A box (y0, y1, x0, x1) on the padded input grid, end exclusive.
 Box = Tuple[int, int, int, int]
@@ -75,7 +76,8 @@ class _GlobalAttention:
         """Add the statistic of ``feat`` (N, C, h, w), the block input on a tile's own, 8-aligned box."""
         if self.kind == 'cpa':
             packed = self._pack(feat)
-            gram = torch.bmm(packed, packed.transpose(1, 2)).double()
+            # float32 products, as CPA forms E under autocast too
+            gram = run_in_float32(lambda p: torch.bmm(p, p.transpose(1, 2)), packed).double()
         elif self.kind == 'ca':
             gram = feat.sum(dim=(2, 3), dtype=torch.float64)
         else:
@@ -137,7 +139,7 @@ class _TiledSDAN:
         return self.net.relu(self.net.conv_first(self.x[..., box[0]:box[1], box[2]:box[3]]))
 
     def offset_branch(self, window: Box, stage: int) -> torch.Tensor:
-        """On ``window``: CPA1's input (stage 1), CPA2's input (stage 2) or offset_conv3's output (stage 3)."""
+        """On ``window``: CPA1's input (stage 1), CPA2's input (stage 2) or (Θ, modulation or None) (stage 3)."""
         align = self.align
         ref_feat = align.relu(align.conv_ref(self.ref_window(window)))
         feat = align.offset_conv1(torch.cat([self.head(window), ref_feat], dim=1))
@@ -147,7 +149,7 @@ class _TiledSDAN:
         feat = align.offset_conv2(align.relu(self.att[0].apply(feat)))
         if stage == 2:
             return feat
-        return align.offset_conv3(align.relu(self.att[1].apply(feat)))
+        return align.offset_head(align.relu(self.att[1].apply(feat)))
 
     def statistics(self, stage: int, box: Box) -> None:
         """Pass 1 or 2: add the tile's own part of the attention statistic of stage ``stage``."""
@@ -158,10 +160,7 @@ class _TiledSDAN:
     def aligned_features(self, box: Box) -> Tuple[torch.Tensor, torch.Tensor]:
         """(F^X', Θ) on ``box``; F^X is read as far as the largest |Θ| on ``box`` reaches."""
         window = _grow(box, _DEPTH_THETA, self.size, CPA_PACKING)
-        out = _crop(self.offset_branch(window, 3), window, box)
-        nc = self.align.num_offset_ch
-        theta = out[:, :nc]
-        mask = torch.sigmoid(out[:, nc:]) if self.align.modulation else None
+        theta, mask = (None if t is None else _crop(t, window, box) for t in self.offset_branch(window, 3))
         reach = math.ceil(theta.abs().max().item()) if theta.numel() else 0
         source = _grow(box, reach + _DCN_MARGIN, self.size)
         dcn = self.align.dcn
@@ -173,7 +172,9 @@ class _TiledSDAN:
         rows = theta[:, 0] + rows - (source[0] - k // 2)
         cols = theta[:, 1] + cols - (source[2] - k // 2)
         grid = torch.stack([2 * cols / (conv.shape[3] - 1) - 1, 2 * rows / (conv.shape[2] - 1) - 1], dim=-1)
-        aligned = F.grid_sample(conv, grid, mode='bilinear', padding_mode='zeros', align_corners=True)
+        # the warp in float32 (under autocast too), as the squared deformable conv's fast backend
+        aligned = run_in_float32(lambda c, g: F.grid_sample(c, g, mode='bilinear', padding_mode='zeros',
+                                                            align_corners=True), conv, grid)
         del conv, grid
         if mask is not None:
             aligned = aligned * mask
@@ -186,11 +187,13 @@ class _TiledSDAN:
         net = self.net
         grown = _grow(box, self.tail_halo, self.size)
         aligned_feat, theta = self.aligned_features(grown)
-        aligned = _crop(net.conv_aligned(aligned_feat), grown, box)
+        aligned = run_in_float32(net.conv_aligned, aligned_feat)
         feat = net.conv_body(net.body(aligned_feat)) + aligned_feat
         del aligned_feat
-        sr = _crop(net.conv_last(net.upsample(feat)), grown, box, net.upscale)
-        return sr, aligned, _crop(theta, grown, box)
+        sr = net.conv_last(net.upsample(feat))
+        if net.image_skip:  # bilinear ×s reads one pixel around: inside the halo
+            sr = sr + F.interpolate(aligned, scale_factor=net.upscale, mode='bilinear', align_corners=False)
+        return _crop(sr, grown, box, net.upscale), _crop(aligned, grown, box), _crop(theta, grown, box)
 
 
 def _tiles(size: Tuple[int, int], tile: int) -> List[Box]:
