@@ -190,3 +190,45 @@ def test_nothing_half_written_on_failure(files, capsys, monkeypatch):
         raise OSError('disk full')
     monkeypatch.setattr(zoom, 'tiled_forward', boom)
     _fails(files, capsys, [files['raw'], '--weights', files['weights']], 'disk full')
+
+
+@pytest.mark.parametrize('precision', ['bf16', 'fp16'])
+def test_tiled_equals_untiled_in_low_precision(precision):
+    """Under autocast, tiled == untiled within the precision's rounding, and both stay close to float32."""
+    from sdan_basicsr.utils.precision import autocast
+
+    net = _random_offsets_net(image_skip=True).to(memory_format=torch.channels_last)
+    x, ref = torch.rand(1, 1, 54, 77), torch.rand(1, 3, 54, 77)
+    with torch.no_grad():
+        exact = net(x, ref)
+        with autocast('cpu', precision):
+            full = net(x, ref)
+    with autocast('cpu', precision):
+        tiled = tiled_forward(net, x, ref, tile=16)
+    for name, a, b, c in zip(full._fields, full, tiled, exact):
+        assert a.dtype == b.dtype, name
+        scale = c.abs().max().clamp_min(1e-12)
+        tiled_err = ((a.float() - b.float()).abs().max() / scale).item()
+        fp32_err = ((a.float() - c).abs().max() / scale).item()
+        assert tiled_err <= 2e-3 and fp32_err <= 2e-2, f'{name}: tiled {tiled_err:.1e}, vs fp32 {fp32_err:.1e}'
+    assert full.offset.dtype == full.mask.dtype == full.aligned.dtype == torch.float32  # SDAN's float32 stages
+
+
+def test_zoom_precision_is_printed_and_checked(files, capsys):
+    outs = {p: str(files['root'] / f'prec_{p}.png') for p in ('fp32', 'bf16')}
+    for precision, out in outs.items():
+        zoom.main([files['raw'], '--weights', files['weights'], '-o', out, '--tile', '16', '--precision', precision])
+        assert f'precision: {precision}\n' in capsys.readouterr().out
+    a, b = (cv2.imread(o).astype(np.int64) for o in outs.values())
+    assert np.abs(a - b).mean() <= 1.0 and np.abs(a - b).max() <= 12
+    zoom.main([files['raw'], '--weights', files['weights'], '-o', outs['bf16'], '--tile', '16'])
+    assert f'precision: {precision_auto()} (auto)' in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        zoom.main([files['raw'], '--weights', files['weights'], '-o', outs['bf16'], '--precision', 'fp8'])
+    assert exit_info.value.code == 2 and "invalid choice: 'fp8'" in capsys.readouterr().err
+
+
+def precision_auto() -> str:
+    from sdan_basicsr.utils.precision import auto_precision
+
+    return auto_precision('cpu')

@@ -1,7 +1,8 @@
 """Zoom a camera RAW photo ×4 with a trained SDAN at full resolution, with exact tiling.
 
 Usage: ``sdan-zoom INPUT.ARW --weights net_g.pth [--opt test.yml] [--ref INPUT.JPG] -o OUT.png [--tile 512]
-[--bits 8|16] [--device cpu|cuda] [--save-offsets]`` (or ``python -m sdan_basicsr.tools.zoom``).
+[--bits 8|16] [--device cpu|cuda] [--precision auto|fp32|bf16|fp16] [--save-offsets]``
+(or ``python -m sdan_basicsr.tools.zoom``).
 """
 import argparse
 import inspect
@@ -24,6 +25,7 @@ import yaml
 from sdan_basicsr.archs.sdan_arch import IN_FORMAT_CHANNELS, SDAN
 from sdan_basicsr.data import raw_utils
 from sdan_basicsr.data.raw_utils import apply_white_balance
+from sdan_basicsr.utils.precision import PRECISIONS, auto_precision, autocast
 from sdan_basicsr.utils.tiled_sdan import tiled_forward
 
 #: Output formats by extension (cv2 writes both with 8 or 16 bits per channel).
@@ -290,7 +292,8 @@ def zoom(raw: str,
          save_offsets: bool = False,
          offset_scale: Optional[float] = None,
          param_key: Optional[str] = None,
-         progress: bool = True) -> dict:
+         progress: bool = True,
+         precision: str = 'fp32') -> dict:
     """Zoom a RAW file with SDAN and write the white-balanced result; every input is checked before the network runs.
 
     Args:
@@ -307,9 +310,13 @@ def zoom(raw: str,
         offset_scale (float | None): |Θ| shown at full brightness. Default: None (the largest |Θ|).
         param_key (str | None): Checkpoint key. Default: None (``params_ema``, else ``params``).
         progress (bool): tqdm bar over the tiles. Default: True.
+        precision (str): ``fp32``, ``bf16``, ``fp16`` (autocast, with SDAN's float32 stages) or ``auto``
+            (:func:`~sdan_basicsr.utils.precision.auto_precision` of ``device``). On CPU the network runs in
+            channels-last memory format (faster there, same function). Default: ``fp32``.
 
     Returns:
-        dict: ``seconds``, ``peak_rss_gib``, ``size`` (output h, w), ``offset_scale`` (or None) and the paths.
+        dict: ``seconds``, ``peak_rss_gib``, ``size`` (output h, w), ``offset_scale`` (or None), ``precision``
+        (the one that ran) and the paths.
     """
     start = time.time()
     if bits not in (8, 16):
@@ -318,6 +325,10 @@ def zoom(raw: str,
         raise ZoomError(f'output {output} must end in one of {OUTPUT_EXTENSIONS}')
     if tile < 0:
         raise ZoomError(f'tile must be 0 (untiled) or positive, got {tile}')
+    if precision == 'auto':
+        precision = auto_precision(device)
+    if precision not in PRECISIONS:
+        raise ZoomError(f'precision must be auto or one of {sorted(PRECISIONS)}, got {precision!r}')
     net = build_network(weights, opt, param_key)
     if tile and net.align.offsets != 'squared':
         raise ZoomError(f'weights {weights} have per-tap offsets, which tiling does not support: use --tile 0')
@@ -325,7 +336,7 @@ def zoom(raw: str,
     temps = [_temp_path(p) for p in outputs]
     try:
         x, x_rgb, wb = read_inputs(raw, net.in_format, ref)
-        net = net.to(device)
+        net = net.to(device, memory_format=torch.channels_last if device == 'cpu' else torch.preserve_format)
         x, x_rgb = x.to(device), x_rgb.to(device)
         wb = torch.from_numpy(np.asarray(wb, np.float32)).to(device).view(1, 4)
         s = net.upscale
@@ -334,15 +345,16 @@ def zoom(raw: str,
         top = 2**bits - 1
 
         def paste(row: int, col: int, sr: torch.Tensor) -> None:
-            tile_img = apply_white_balance(sr, wb).mul_(top).round_()[0].permute(1, 2, 0).cpu().numpy()
+            tile_img = apply_white_balance(sr.float(), wb).mul_(top).round_()[0].permute(1, 2, 0).cpu().numpy()
             image[row:row + tile_img.shape[0], col:col + tile_img.shape[1]] = tile_img
 
-        if tile:
-            result = tiled_forward(net, x, x_rgb, tile, progress=progress, sr_sink=paste)
-        else:
-            with torch.no_grad():
-                result = net(x, x_rgb)
-            paste(0, 0, result.sr)
+        with autocast(device, precision):
+            if tile:
+                result = tiled_forward(net, x, x_rgb, tile, progress=progress, sr_sink=paste)
+            else:
+                with torch.no_grad():
+                    result = net(x, x_rgb)
+                paste(0, 0, result.sr)
         del x, x_rgb
         _write(temps[0], output, image)
         scale = None
@@ -356,7 +368,7 @@ def zoom(raw: str,
                 os.remove(tmp)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return dict(seconds=time.time() - start, peak_rss_gib=peak, size=(out_h, out_w), offset_scale=scale,
-                outputs=outputs)
+                precision=precision, outputs=outputs)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -370,6 +382,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument('--tile', type=int, default=512, help='tile side in input pixels; 0 = untiled')
     parser.add_argument('--bits', type=int, choices=(8, 16), default=8)
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu', choices=('cpu', 'cuda'))
+    parser.add_argument('--precision', default='auto', choices=('auto', *PRECISIONS),
+                        help='auto: bf16 on a CPU with native bf16 or a CUDA GPU that has it, fp16 on other GPUs, '
+                        'else fp32 (default: auto)')
     parser.add_argument('--save-offsets', action='store_true',
                         help='also write <output>_offsets.png (hue = direction, value = |offset|) and '
                         '<output>_mask.png')
@@ -379,9 +394,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parser.parse_args(argv)
     if args.device == 'cuda':
         torch.cuda.reset_peak_memory_stats()
+    precision = auto_precision(args.device) if args.precision == 'auto' else args.precision
+    print(f'precision: {precision}' + (' (auto)' if args.precision == 'auto' else ''), flush=True)
     try:
         info = zoom(args.input, args.weights, args.output, args.opt, args.ref, args.tile, args.bits, args.device,
-                    args.save_offsets, args.offset_scale, args.param_key)
+                    args.save_offsets, args.offset_scale, args.param_key, precision=precision)
     except (ZoomError, raw_utils.RawReadError, OSError) as err:
         parser.exit(2, f'sdan-zoom: error: {err}\n')
     h, w = info['size']
