@@ -1,13 +1,29 @@
-"""sdan-prepare-srraw and sdan-make-demo: ECC recovers the known affines, white balance, idempotence, bad files."""
+"""sdan-prepare-srraw and sdan-make-demo: ECC recovers the known affines, white balance, idempotence, bad files;
+the demo's colour variations and held-out photographs."""
 import json
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 
 from sdan_basicsr.data import raw_utils
-from sdan_basicsr.tools.make_demo import FOCAL_LENGTHS, make_demo
+from sdan_basicsr.tools.demo import DEMO_TREE
+from sdan_basicsr.tools.make_demo import (
+    EXPOSURE,
+    FOCAL_LENGTHS,
+    TEMPERATURE_RANGE,
+    TEST_PHOTOS,
+    TRAIN_PHOTOS,
+    camera_white_balance,
+    color_matrix,
+    color_params,
+    make_demo,
+    photo_linear,
+    render_linear,
+    scene_plan,
+)
 from sdan_basicsr.tools.prepare_srraw import main, prepare_srraw
 
 
@@ -78,3 +94,51 @@ def test_module_entry_point(tmp_path):
     result = subprocess.run([sys.executable, '-m', 'sdan_basicsr.tools.prepare_srraw', '--help'],
                             capture_output=True, text=True)
     assert result.returncode == 0 and '--jobs' in result.stdout
+
+
+def test_color_variation_is_recorded_and_rendered(demo):
+    """Each training scene's colour (variation, illuminant) is in demo_meta.json, and its shots show exactly that."""
+    root, meta = demo
+    assert json.loads((root / 'demo_meta.json').read_text())['scenes'] == meta['scenes']
+    hues = []
+    for key, scene in meta['scenes'].items():
+        color = scene['color']
+        np.testing.assert_allclose(color['matrix'], color_matrix(color['hue'], color['saturation']), atol=1e-12)
+        np.testing.assert_allclose(scene['wb'], camera_white_balance(color['temperature'], color['tint']))
+        assert TEMPERATURE_RANGE[0] <= color['temperature'] <= TEMPERATURE_RANGE[1]
+        hues.append(color['hue'])
+        # the camera JPEG of 00001 (white-balanced, so the radiance itself) is the photo under the recorded matrix
+        h, w = scene['size']
+        y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+        jpg = cv2.cvtColor(cv2.imread(str(root / key / '00001.JPG')), cv2.COLOR_BGR2RGB).astype(np.float32) / 255
+
+        def rendered(s):
+            return np.clip(render_linear(s, 1, x, y) * EXPOSURE, 0, 1)**(1 / raw_utils.JPEG_GAMMA)
+
+        plain = dict(scene, color=dict(color, matrix=np.eye(3).tolist()))
+        small = [cv2.resize(a, (w // 4, h // 4), interpolation=cv2.INTER_AREA) for a in (jpg, rendered(scene),
+                                                                                            rendered(plain))]
+        psnr = [10 * np.log10(1 / np.mean((small[0] - a)**2)) for a in small[1:]]
+        assert psnr[0] > 32 and psnr[1] < psnr[0] - 8, (key, psnr)
+    assert abs(hues[0] - hues[1]) > 1
+
+
+def test_color_params_deterministic_by_seed():
+    draw = [color_params(np.random.default_rng(seed), vary=True) for seed in (7, 7, 8)]
+    assert draw[0] == draw[1] and draw[0] != draw[2]
+    fixed = [color_params(np.random.default_rng(seed), vary=False) for seed in (7, 8)]
+    assert all(f['color']['matrix'] == np.eye(3).tolist() and f['color']['hue'] == 0 for f in fixed)
+    assert fixed[0]['wb'] != fixed[1]['wb']  # the illuminant varies in every scene
+
+
+def test_demo_test_split_holds_unseen_photos_and_palettes():
+    """The README demo's held-out scenes: at least 4, from at least 3 photographs never trained on, in their own
+    colours, one mostly blue and one mostly green."""
+    plan = scene_plan(DEMO_TREE['num_scenes'], DEMO_TREE['num_test'], DEMO_TREE['color_variation'])
+    test = [(photo, vary) for key, photo, vary in plan if key.startswith('test/')]
+    train = {photo for key, photo, _ in plan if key.startswith('train/')}
+    assert len(test) >= 4 and len({p for p, _ in test}) >= 3 and not train & {p for p, _ in test}
+    assert train == set(TRAIN_PHOTOS) and set(TRAIN_PHOTOS).isdisjoint(TEST_PHOTOS)
+    assert not any(vary for _, vary in test[:len(TEST_PHOTOS)])
+    displayed = {p: (photo_linear(p)**(1 / raw_utils.JPEG_GAMMA)).reshape(-1, 3).mean(0) for p, _ in test}
+    assert {1, 2} <= {int(np.argmax(m)) for m in displayed.values()}  # a green- and a blue-dominant photograph

@@ -1,5 +1,6 @@
 """SRRAWPairedDataset on test-written demo trees: shapes, alignment to the known geometry, flips, bad input."""
 import logging
+import random
 import shutil
 
 import cv2
@@ -45,7 +46,7 @@ def test_registered():
                                                           ('packed', (4, 8, 8), (3, 8, 8)),
                                                           ('rgb', (3, 16, 16), (3, 16, 16))])
 def test_train_items(demo, in_format, lq_shape, ref_shape):
-    root, _ = demo
+    root, meta = demo
     ds = SRRAWPairedDataset(_opt(root, in_format=in_format, use_hflip=True, use_vflip=True))
     assert len(ds) == 5  # 3 pairs + 2 pairs (the 6-shot scene has no 00007)
     for i in range(len(ds)):
@@ -57,7 +58,8 @@ def test_train_items(demo, in_format, lq_shape, ref_shape):
         for key in ('lq', 'gt', 'lq_rgb'):
             assert 0 <= item[key].min() and item[key].max() <= 1 and item[key].std() > 0.01
         assert item['lq_path'].endswith('.ARW') and item['gt_path'].endswith('.JPG')
-    assert ds[0]['wb'][0] > 1.5  # the demo's red gain, read from wb.txt
+    scene = meta['scenes']['train/' + ds.samples[0]['lq_path'].split('/')[-2]]
+    np.testing.assert_allclose(ds[0]['wb'].numpy(), scene['wb'], rtol=1e-3)  # the scene's illuminant, read from wb.txt
 
 
 @pytest.mark.parametrize('in_format', ['bayer', 'packed'])
@@ -192,3 +194,89 @@ def test_empty_dataset_names_dataroot(tmp_path):
         SRRAWPairedDataset(_opt(tmp_path / 'empty', scenes=[]) | dict(dataroot=str(tmp_path / 'empty')))
     with pytest.raises(ValueError, match='dataroot'):
         SRRAWPairedDataset(dict(dataroot=str(tmp_path / 'empty'), phase='train'))
+
+
+# ---------------------------------------------------------------- colour augmentation
+
+#: Sensor gains [R, G, B] of the relit scene: a bluer illuminant (less red, more blue than the G ratio) and a
+#: darker exposure (G 0.9).
+GAINS = np.array([1.25, 0.9, 0.7], np.float32)
+
+
+@pytest.fixture(scope='module')
+def relit(tmp_path_factory):
+    """One scene made twice: as the demo makes it, and rendered with the sensor's R, G, B responses times GAINS
+    (white balance wb · G / GAINS, exposure × G). Both trees share the first one's ECC transforms, so that only
+    the colours differ."""
+    import sdan_basicsr.tools.make_demo as make_demo_module
+
+    kwargs = dict(num_scenes=1, num_test=0, size=192, seed=5, residual=0.)
+    plain, other = tmp_path_factory.mktemp('plain'), tmp_path_factory.mktemp('relit')
+    make_demo(str(plain), **kwargs)
+    color_params = make_demo_module.color_params
+
+    def relit_color(rng, vary):
+        params = color_params(rng, vary)
+        params['wb'] = (np.asarray(params['wb']) * GAINS[1] / GAINS[[0, 1, 1, 2]]).tolist()
+        return params
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(make_demo_module, 'color_params', relit_color)
+        patch.setattr(make_demo_module, 'EXPOSURE', EXPOSURE * float(GAINS[1]))
+        make_demo(str(other), **kwargs)
+    shutil.copy(plain / 'train' / '00001' / 'tform.txt', other / 'train' / '00001' / 'tform.txt')
+    return plain, other
+
+
+def _hwc(t):
+    return t.numpy().transpose(1, 2, 0)
+
+
+def test_augmented_pair_equals_the_pair_rendered_under_that_colour_change(relit):
+    plain, other = relit
+    a, b = (SRRAWPairedDataset(dict(dataroot=str(r / 'train'), phase='test'))[0] for r in (plain, other))
+    mosaic, (gt, ref), wb = raw_utils.apply_sensor_gains(a['lq'][0].numpy(), [_hwc(a['gt']), _hwc(a['lq_rgb'])],
+                                                         a['wb'].numpy(), GAINS)
+    np.testing.assert_allclose(wb, b['wb'], rtol=1e-3)
+    assert np.abs(mosaic - b['lq'][0].numpy()).max() < 0.01  # noise and 16-bit counts
+    assert _psnr(mosaic, b['lq'][0].numpy()) > 50
+    for name, aug, rendered, c in (('gt', gt, _hwc(b['gt']), 8), ('lq_rgb', ref, _hwc(b['lq_rgb']), 2)):
+        aug, rendered = aug[c:-c, c:-c], rendered[c:-c, c:-c]
+        assert _psnr(aug, rendered) > 38, name  # 8-bit JPEGs
+        # channel means: within 3 % (a dark channel's noise is clipped at black and gamma-encoded differently)
+        np.testing.assert_allclose(aug.mean((0, 1)), rendered.mean((0, 1)), rtol=0.03, atol=1e-3, err_msg=name)
+    # and the change is a real one: without the augmentation the two pairs differ far more
+    assert _psnr(_hwc(a['gt']), _hwc(b['gt'])) < 30
+
+
+def test_training_items_are_augmented_consistently(demo):
+    root, _ = demo
+    plain = SRRAWPairedDataset(_opt(root))
+    aug = SRRAWPairedDataset(_opt(root, color_augment={'gains': 1.4, 'exposure': [0.7, 1.0]}))
+    seen = []
+    for i in range(len(plain)):
+        random.seed(i)
+        p = {k: v.numpy() for k, v in plain[i].items() if k in ('lq', 'gt', 'wb')}
+        random.seed(i)
+        q = {k: v.numpy() for k, v in aug[i].items() if k in ('lq', 'gt', 'wb')}  # the same crop: gains come after it
+        mosaic_p, mosaic_q = (raw_utils.pack_bayer(x['lq'][0]) for x in (p, q))
+        gains = []
+        for c, planes in enumerate(((0, ), (1, 3), (2, ))):
+            ok = (mosaic_p[list(planes)] > 0.05) & (mosaic_q[list(planes)] < 0.95)
+            gain = np.median(mosaic_q[list(planes)][ok] / mosaic_p[list(planes)][ok])
+            ok = (p['gt'][c] > 0.2) & (q['gt'][c] < 0.95)
+            np.testing.assert_allclose(np.median(q['gt'][c][ok] / p['gt'][c][ok]), gain**(1 / JPEG_GAMMA), rtol=2e-3)
+            gains.append(gain)
+        assert 0.7 - 1e-3 <= gains[1] <= 1 + 1e-3 and all(1 / 1.4 - 1e-3 <= g / gains[1] <= 1.4 + 1e-3
+                                                          for g in gains)
+        np.testing.assert_allclose(q['wb'], p['wb'] * gains[1] / np.array(gains)[[0, 1, 1, 2]], rtol=1e-3)
+        seen.append(gains)
+    assert np.std(seen, axis=0).min() > 0.02  # every item gets its own gains
+
+
+@pytest.mark.parametrize('aug, message', [({'gain': 2}, 'unknown keys'), ({'gains': 0.5}, 'at least 1'),
+                                          ({'exposure': [1.2, 0.6]}, 'low <= high')])
+def test_bad_color_augment(demo, aug, message):
+    root, _ = demo
+    with pytest.raises(ValueError, match=message):
+        SRRAWPairedDataset(_opt(root, color_augment=aug))

@@ -5,7 +5,7 @@ Every mosaic leaves this module black/white-level normalised and in RGGB phase; 
 """
 import os
 import os.path as osp
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import rawpy
@@ -19,8 +19,9 @@ SONY_WHITE_LEVEL = 16383
 #: Gamma of the camera JPEGs: white-balance gains act on linear values, a JPEG holds ``linear ** (1 / JPEG_GAMMA)``.
 JPEG_GAMMA = 2.2
 
-#: Positions inside a 2×2 RGGB block, in packing order: R, Gr, B, Gb.
+#: Positions inside a 2×2 RGGB block, in packing order: R, Gr, B, Gb; and the colour (0 R, 1 G, 2 B) of each.
 PACK_ORDER = ((0, 0), (0, 1), (1, 1), (1, 0))
+PACK_COLORS = (0, 1, 2, 1)
 
 #: (row, column) to crop from the top-left so that a mosaic of this pattern starts with R.
 CFA_OFFSETS = {'RGGB': (0, 0), 'GRBG': (0, 1), 'GBRG': (1, 0), 'BGGR': (1, 1)}
@@ -456,9 +457,41 @@ def apply_white_balance(img: torch.Tensor, wb: torch.Tensor) -> torch.Tensor:
 def mosaic_rgb(rgb: np.ndarray) -> np.ndarray:
     """Sample an (H, W, 3) RGB image through an RGGB colour filter array: (H, W) mosaic."""
     mosaic = np.empty(rgb.shape[:2], rgb.dtype)
-    for (dy, dx), c in zip(PACK_ORDER, (0, 1, 2, 1)):
+    for (dy, dx), c in zip(PACK_ORDER, PACK_COLORS):
         mosaic[dy::2, dx::2] = rgb[dy::2, dx::2, c]
     return mosaic
+
+
+def apply_sensor_gains(mosaic: np.ndarray, images: Sequence[np.ndarray], wb: np.ndarray,
+                       gains: Sequence[float]) -> Tuple[np.ndarray, List[np.ndarray], np.ndarray]:
+    """A pair as the camera would have recorded it with its R, G, B responses multiplied by ``gains``.
+
+    This is another illuminant (the ratios of the gains) and another exposure (their common factor). The RGGB
+    mosaic's sites are multiplied by their channel's gain and clipped to [0, 1], where the sensor saturates.
+    Every gamma-encoded, no-white-balance image is multiplied by ``gains ** (1 / JPEG_GAMMA)`` and clipped to
+    [0, 1]. The white balance becomes ``wb · gains[G] / gains``, the camera's white balance under that light.
+
+    This is exact for a linear sensor whose camera applies the white balance and then gamma :data:`JPEG_GAMMA`
+    (the demo's ISP). For a real camera the illuminant part stays exact in the no-white-balance convention, since
+    the camera's own white balance absorbs it, but the exposure factor goes through the camera's tone curve, which
+    the gamma only approximates. Pixels near saturation are approximate in both cases.
+
+    Args:
+        mosaic (ndarray): (H, W) normalised RGGB mosaic, starting on an R site.
+        images (Sequence[ndarray]): (h, w, 3) RGB images in [0, 1] without white balance (targets, references).
+        wb (ndarray): (4,) white-balance gains [R, G, G, B].
+        gains (Sequence[float]): Sensor gains [R, G, B].
+
+    Returns:
+        tuple: The mosaic, the list of images and the white balance.
+    """
+    gains = np.asarray(gains, dtype=np.float32)
+    out = np.empty_like(mosaic)
+    for (dy, dx), c in zip(PACK_ORDER, PACK_COLORS):
+        out[dy::2, dx::2] = mosaic[dy::2, dx::2] * gains[c]
+    encoded = gains**(1 / JPEG_GAMMA)
+    new_wb = np.asarray(wb, dtype=np.float32) * gains[1] / gains[[0, 1, 1, 2]]
+    return np.clip(out, 0, 1), [np.clip(img * encoded, 0, 1) for img in images], new_wb
 
 
 def network_input(mosaic: np.ndarray, rgb: np.ndarray, in_format: str) -> np.ndarray:

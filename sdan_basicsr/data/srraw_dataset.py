@@ -3,9 +3,10 @@
 Scene folders hold ``00001.ARW/JPG ... 00007.ARW/JPG`` plus ``tform.txt`` and ``wb.txt`` written
 by ``sdan-prepare-srraw``; see :mod:`sdan_basicsr.data.raw_utils` for the formats.
 """
+import math
 import os.path as osp
 import random
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -18,6 +19,8 @@ from torch.utils import data
 from sdan_basicsr.data import raw_utils
 
 IN_FORMATS = ('bayer', 'packed', 'rgb')
+#: Keys of the ``color_augment`` option and their defaults.
+COLOR_AUGMENT_DEFAULTS = {'gains': 1.5, 'exposure': [0.6, 1.2]}
 
 
 def _inner_box(matrix: np.ndarray, width: float, height: float) -> Tuple[float, float, float, float]:
@@ -92,6 +95,14 @@ class SRRAWPairedDataset(data.Dataset):
             black_level (float | None): Fixed RAW black level. Default: None (from the file; 512 for
                 SR-RAW's ARW files).
             white_level (float | None): Fixed RAW white level. Default: None (from the file; 16383).
+            color_augment (dict | bool | None): RAW-domain colour augmentation of training items. The sensor's
+                R, G, B responses are multiplied by ``exposure · [g_R, 1, g_B]``: the mosaic, and with the
+                matching change ``gt``, ``lq_rgb`` and ``wb``, as the camera would have recorded the scene under
+                another illuminant and exposure (:func:`~sdan_basicsr.data.raw_utils.apply_sensor_gains`: exact
+                for the demo's ISP; for a real camera the exposure part approximates its tone curve by gamma 2.2).
+                Keys: ``gains`` (float, g_R and g_B log-uniform in [1/gains, gains], default 1.5) and
+                ``exposure`` ([low, high], log-uniform, default [0.6, 1.2]); ``true`` takes both defaults. The
+                colours must then be read off the mosaic itself. Default: None (off).
             phase (str): ``train`` (random crops) or ``val``/``test`` (whole images). Default: ``train``.
     """
 
@@ -108,6 +119,7 @@ class SRRAWPairedDataset(data.Dataset):
         self.white_level = opt.get('white_level')
         self.use_hflip = opt.get('use_hflip', False)
         self.use_vflip = opt.get('use_vflip', False)
+        self.color_augment = self._color_augment_options(opt.get('color_augment'))
         gt_size = int(opt.get('gt_size', 512))
         multiple = self.scale * (2 if self.in_format == 'packed' else 1)
         if gt_size % multiple:
@@ -136,6 +148,29 @@ class SRRAWPairedDataset(data.Dataset):
         if not self.samples:
             raise ValueError(f'SR-RAW dataset is empty: no usable pair {self.pairs} in dataroot {self.dataroot}')
         self.logger.info(f'SR-RAW: {len(self.samples)} pairs from {len(scene_dirs)} scenes of {self.dataroot}.')
+
+    @staticmethod
+    def _color_augment_options(aug) -> Optional[dict]:
+        """The ``color_augment`` option with its defaults filled in, None when off; bad values raise."""
+        if not aug:
+            return None
+        aug = {} if aug is True else dict(aug)
+        unknown = sorted(set(aug) - set(COLOR_AUGMENT_DEFAULTS))
+        if unknown:
+            raise ValueError(f'color_augment: unknown keys {unknown}, expected {sorted(COLOR_AUGMENT_DEFAULTS)}')
+        aug = {**COLOR_AUGMENT_DEFAULTS, **aug}
+        low, high = (float(v) for v in aug['exposure'])
+        if float(aug['gains']) < 1 or not 0 < low <= high:
+            raise ValueError(f'color_augment: gains must be at least 1 and exposure [low, high] with 0 < low <= high, '
+                             f'got {aug}')
+        return {'gains': float(aug['gains']), 'exposure': (low, high)}
+
+    def _sensor_gains(self) -> np.ndarray:
+        """Random [R, G, B] sensor gains of one training item (the ``color_augment`` option)."""
+        log_gain = math.log(self.color_augment['gains'])
+        red, blue = (math.exp(random.uniform(-log_gain, log_gain)) for _ in range(2))
+        exposure = math.exp(random.uniform(*(math.log(v) for v in self.color_augment['exposure'])))
+        return exposure * np.array([red, 1., blue], dtype=np.float32)
 
     def _scene_dirs(self, scenes) -> List[str]:
         if not osp.isdir(self.dataroot):
@@ -247,6 +282,9 @@ class SRRAWPairedDataset(data.Dataset):
         axes = [a for a, f in ((0, flip_y), (1, flip_x)) if f]
         if axes:
             mosaic, gt, lq_rgb = (np.flip(a, axis=axes) for a in (mosaic, gt, lq_rgb))
+        wb = s['wb_lq']
+        if self.phase == 'train' and self.color_augment:  # on the flipped mosaic: in RGGB phase
+            mosaic, (gt, lq_rgb), wb = raw_utils.apply_sensor_gains(mosaic, (gt, lq_rgb), wb, self._sensor_gains())
         lq = raw_utils.network_input(mosaic, lq_rgb, self.in_format)
 
         def tensor(a: np.ndarray) -> torch.Tensor:
@@ -256,7 +294,7 @@ class SRRAWPairedDataset(data.Dataset):
             'lq': tensor(lq),
             'gt': tensor(gt.transpose(2, 0, 1)),
             'lq_rgb': tensor(lq_rgb.transpose(2, 0, 1)),
-            'wb': tensor(s['wb_lq']),
+            'wb': tensor(wb),
             'lq_path': s['lq_path'],
             'gt_path': s['gt_path'],
         }
