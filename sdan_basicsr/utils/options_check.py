@@ -36,6 +36,24 @@ def _check_keys(where: str, section: Dict, known: Iterable[str], required: Itera
     return errors
 
 
+def _check_values(opt: Dict, path: str) -> List[str]:
+    """The values of ``train.amp``, ``val.amp`` and ``val.ref``, as the model would reject them."""
+    from sdan_basicsr.models.sdan_model import VAL_REFS
+    from sdan_basicsr.utils.precision import parse_amp
+
+    errors = []
+    for section in ('train', 'val'):
+        if isinstance(opt.get(section), dict) and 'amp' in opt[section]:
+            try:
+                parse_amp(opt[section]['amp'], f'{section}.amp')
+            except ValueError as err:
+                errors.append(f'{path}: {err}')
+    ref = (opt.get('val') or {}).get('ref', 'input') if isinstance(opt.get('val'), dict) else 'input'
+    if ref not in VAL_REFS:
+        errors.append(f'{path}: val.ref: {ref!r} is not one of {VAL_REFS}')
+    return errors
+
+
 def check_option_file(path: str, is_train: bool) -> None:
     """Raise :class:`OptionError` listing every missing required or misspelled key of ``path``."""
     with open(path, encoding='utf-8') as f:
@@ -47,6 +65,7 @@ def check_option_file(path: str, is_train: bool) -> None:
         errors += _check_keys('train.', opt['train'], KNOWN_TRAIN, REQUIRED_TRAIN, path)
     if isinstance(opt.get('val'), dict):
         errors += _check_keys('val.', opt['val'], KNOWN_VAL, (), path)
+    errors += _check_values(opt, path)
     if isinstance(opt.get('network_g'), dict) and 'type' not in opt['network_g']:
         errors.append(f'{path}: missing required key network_g.type')
     datasets = opt.get('datasets') or {}
