@@ -2,22 +2,51 @@
 
 Also builds the optional CPU kernel ``sdan_basicsr.ops._squared_warp`` (fused warp of the squared
 deformable convolution's ``fast`` backend) when torch is importable; when it is not, or the compiler
-fails, the package installs without it and falls back to pure PyTorch.
+fails, the package installs without it and falls back to pure PyTorch. Installs ``sdan_basicsr_autoload.pth`` into
+site-packages too: with it, ``import basicsr`` loads the plugin (``python -m basicsr.train`` runs SDAN).
 """
 import sys
 
-from setuptools import find_packages, setup
+from setuptools import Distribution, find_packages, setup
+
+#: The ``install_data`` command setuptools runs (it has no ``setuptools.command`` module of its own).
+install_data = Distribution().get_command_class('install_data')
 
 EXT_NAME = 'sdan_basicsr.ops._squared_warp'
+#: Start-up file that installs the import hook of ``sdan_basicsr_autoload.py`` (``import basicsr`` loads the plugin).
+AUTOLOAD_PTH = 'sdan_basicsr_autoload.pth'
+
+
+class InstallDataIntoSitePackages(install_data):
+    """Install ``data_files`` beside the packages (site-packages), where ``site`` reads ``.pth`` files.
+
+    The same folder for a wheel, an editable wheel (``pip install -e .``) and a plain install, since every one
+    of them sets ``install_lib``; editable installs copy data files instead of linking them.
+    """
+
+    def finalize_options(self):
+        super().finalize_options()
+        self.install_dir = self.get_finalized_command('install').install_lib
+
+
+class DistributionWithEditableData(Distribution):
+    """``pip install -e .`` installs ``data_files`` too.
+
+    setuptools' ``editable_wheel`` runs ``install_data`` only when the distribution answers ``has_data()`` (setuptools
+    84 and earlier), a method ``Distribution`` does not have, so editable installs silently skipped the ``.pth``.
+    """
+
+    def has_data(self) -> bool:
+        return self.has_data_files()
 
 
 def _extension_kwargs():
-    """``ext_modules`` and ``cmdclass`` for the optional C++ kernel, or nothing without torch."""
+    """``ext_modules`` and the ``build_ext`` command for the optional C++ kernel, or nothing without torch."""
     try:
         from torch.utils.cpp_extension import BuildExtension, CppExtension
     except ImportError as err:
         print(f'warning: torch is not importable ({err}); building sdan-basicsr without {EXT_NAME}', file=sys.stderr)
-        return {}
+        return [], {}
 
     def skipped(err):
         print(f'warning: could not build {EXT_NAME} ({err}); the fast backend uses pure PyTorch', file=sys.stderr)
@@ -39,7 +68,10 @@ def _extension_kwargs():
 
     ext = CppExtension(EXT_NAME, ['sdan_basicsr/ops/csrc/squared_warp.cpp'],
                        extra_compile_args=['-O3', '-fopenmp'], extra_link_args=['-fopenmp'])
-    return dict(ext_modules=[ext], cmdclass={'build_ext': OptionalBuildExtension.with_options(use_ninja=False)})
+    return [ext], {'build_ext': OptionalBuildExtension.with_options(use_ninja=False)}
+
+
+ext_modules, build_ext = _extension_kwargs()
 
 
 setup(
@@ -49,6 +81,8 @@ setup(
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
     packages=find_packages(include=['sdan_basicsr', 'sdan_basicsr.*']),
+    py_modules=['sdan_basicsr_autoload'],
+    data_files=[('', [AUTOLOAD_PTH])],
     python_requires='>=3.9',
     install_requires=[
         'torch>=2.0',
@@ -79,5 +113,7 @@ setup(
             'sdan-zoom=sdan_basicsr.tools.zoom:main',
         ]
     },
-    **_extension_kwargs(),
+    ext_modules=ext_modules,
+    distclass=DistributionWithEditableData,
+    cmdclass={'install_data': InstallDataIntoSitePackages, **build_ext},
 )

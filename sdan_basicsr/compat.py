@@ -1,11 +1,18 @@
-"""Fixes that make basicsr 1.4.2 run on today's torch/torchvision, on CPU and GPU alike.
+"""Fixes that make basicsr 1.4.2 run on today's torch/torchvision, on CPU and GPU alike, and from its own launchers.
 
-Each fix is one row of the compatibility table in the project documentation; ``apply()`` is
-idempotent and must run before the first ``import basicsr`` (``import sdan_basicsr`` does it).
+Rows 1-10 are the compatibility table of the project's design notes; row 11 (``launch_root``) and row 12
+(``_launcher_parse_options``) let ``python -m basicsr.train`` / ``python basicsr/train.py`` run the plugin. ``apply()``
+also installs the crash-safe saves of ``sdan_basicsr/utils/checkpoint.py``. It is idempotent and must run before the
+first ``import basicsr``: ``import sdan_basicsr`` does it, and so does the import hook ``sdan_basicsr_autoload`` when
+basicsr is imported first.
 """
 import collections
+import functools
 import os
+import site
 import sys
+import sysconfig
+from os import path as osp
 
 _APPLIED = False
 
@@ -41,33 +48,58 @@ def _strip_local_rank_argv() -> None:
     sys.argv[:] = argv
 
 
-def load_resume_state(opt: dict):
-    """Rows 2, 3 and 7: device-aware, cwd-independent replacement of ``basicsr.train.load_resume_state``.
+def launch_root(root_path: str) -> str:
+    """Row 11: where ``experiments/``, ``results/`` and ``tb_logger/`` go for ``train_pipeline(root_path)``.
 
-    ``--auto_resume`` scans ``opt['path']['training_states']`` (absolute, from the options) instead
-    of a cwd-relative folder; the state is loaded onto the CPU with ``weights_only=True`` (the
-    optimizer and scheduler states are moved to the model's device when they are loaded into it).
+    BasicSR's launchers pass the folder above their own file: a BasicSR checkout (``python basicsr/train.py``)
+    keeps it; an installed basicsr (``python -m basicsr.train``) would write into site-packages, so the current
+    directory is used instead.
     """
-    import torch
-    from basicsr.utils import check_resume
+    site_dirs = {sysconfig.get_path('purelib'), sysconfig.get_path('platlib'), *site.getsitepackages()}
+    if site.ENABLE_USER_SITE:
+        site_dirs.add(site.getusersitepackages())
+    return os.getcwd() if osp.realpath(root_path) in {osp.realpath(d) for d in site_dirs if d} else root_path
 
-    resume_state_path = None
-    if opt['auto_resume']:
-        state_path = opt['path']['training_states']
-        if os.path.isdir(state_path):
-            states = [f for f in os.listdir(state_path) if f.endswith('.state')]
-            if states:
-                latest = max(float(f[:-len('.state')]) for f in states)
-                resume_state_path = os.path.join(state_path, f'{latest:.0f}.state')
-                opt['path']['resume_state'] = resume_state_path
-    elif opt['path'].get('resume_state'):
-        resume_state_path = opt['path']['resume_state']
 
-    if resume_state_path is None:
-        return None
-    resume_state = torch.load(resume_state_path, map_location='cpu', weights_only=True)
-    check_resume(opt, resume_state['iter'])
-    return resume_state
+def load_resume_state(opt: dict):
+    """Rows 2, 3, 7 and 11: replacement of ``basicsr.train.load_resume_state``.
+
+    ``train_pipeline`` calls it right after ``opt['root_path'] = root_path``, so ``opt['root_path']`` (the
+    ``tb_logger/`` folder) is moved out of site-packages here; the rest is
+    :func:`sdan_basicsr.utils.checkpoint.load_resume_state` (crash-safe, CPU-loaded, from
+    ``opt['path']['training_states']`` whatever the cwd).
+    """
+    from sdan_basicsr.utils.checkpoint import load_resume_state as crash_safe_load_resume_state
+
+    if 'root_path' in opt:
+        opt['root_path'] = launch_root(opt['root_path'])
+    return crash_safe_load_resume_state(opt)
+
+
+def _is_basicsr_train_script(module) -> bool:
+    """``basicsr/train.py`` run as ``__main__`` (``python -m basicsr.train`` or ``python basicsr/train.py``)."""
+    filename = getattr(module, '__file__', None) or ''
+    return (osp.basename(filename) == 'train.py' and osp.basename(osp.dirname(filename)) == 'basicsr'
+            and callable(getattr(module, 'load_resume_state', None)))
+
+
+def _launcher_parse_options(parse_options):
+    """Rows 11 and 12: ``basicsr.utils.options.parse_options`` for BasicSR's own launchers.
+
+    Row 12: run as ``__main__``, ``basicsr/train.py`` is a second copy of the module whose
+    ``load_resume_state`` was replaced; ``train_pipeline`` calls ``parse_options`` first and looks
+    ``load_resume_state`` up afterwards, so it is replaced here in that copy too.
+    """
+
+    @functools.wraps(parse_options)
+    def launcher_parse_options(root_path, is_train=True):
+        main = sys.modules.get('__main__')
+        if is_train and _is_basicsr_train_script(main):
+            main.load_resume_state = load_resume_state
+        return parse_options(launch_root(root_path), is_train)
+
+    launcher_parse_options.basicsr_parse_options = parse_options
+    return launcher_parse_options
 
 
 def _init_dist_pytorch(backend: str = 'nccl', **kwargs) -> None:
@@ -179,11 +211,19 @@ def apply() -> None:
 
     torch.serialization.add_safe_globals(list(SAFE_GLOBALS))
 
+    import basicsr.test
     import basicsr.train
     import basicsr.utils.dist_util as dist_util
+    import basicsr.utils.options as options
     from basicsr.models.base_model import BaseModel
 
+    from sdan_basicsr.utils import checkpoint
+
     basicsr.train.load_resume_state = load_resume_state
+    options.parse_options = _launcher_parse_options(options.parse_options)
+    basicsr.train.parse_options = basicsr.test.parse_options = options.parse_options
+    BaseModel.save_network = checkpoint.save_network
+    BaseModel.save_training_state = checkpoint.save_training_state
     dist_util._init_dist_pytorch = _init_dist_pytorch
     dist_util._init_dist_slurm = _init_dist_slurm
     BaseModel.model_to_device = _model_to_device
