@@ -17,12 +17,15 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from tqdm import tqdm
 
 from sdan_basicsr.archs.sdan_arch import pad_to_multiple
+from sdan_basicsr.data.color import match_color
 from sdan_basicsr.data.raw_utils import apply_white_balance
 from sdan_basicsr.losses.masked_dual_l1_loss import MaskedDualL1Loss
 from sdan_basicsr.utils.precision import autocast, parse_amp
 
 #: What ``val.ref`` may name as SDAN's reference at test time.
 VAL_REFS = ('input', 'target')
+#: With ``val.match_color``, every metric is logged a second time under its name + this, after colour matching.
+COLOR_MATCHED = '_color_matched'
 
 
 def downsample_to(img: torch.Tensor, size) -> torch.Tensor:
@@ -57,7 +60,11 @@ class SDANModel(SRModel):
       validation) or ``target`` (the target bicubic-downsampled to the input grid, as the released test code).
     - Testing pads inputs to a multiple of ``val.pad_multiple`` (default 32) and crops back; metrics
       compare the network's no-white-balance output with the target, saved images re-apply ``wb`` and
-      are named ``<scene>_<shot>``.
+      are named ``<scene>_<shot>``. ``test.py`` also logs every image's metrics, one line per image.
+    - ``val.match_color: true`` adds a metric row, never a replacement: each metric again, named
+      ``<metric>_color_matched``, on the output brought to the colours of the input's own RGB rendition
+      (``lq_rgb``, the camera JPEG) by one global colour transform (:func:`~sdan_basicsr.data.color.match_color`),
+      as ``sdan-zoom --match-color`` does. The target is never used for the fit.
     """
 
     def __init__(self, opt):
@@ -237,28 +244,41 @@ class SDANModel(SRModel):
         visuals = super().get_current_visuals()
         if self.wb is not None:
             visuals['result_wb'] = apply_white_balance(self.output.detach(), self.wb).cpu()
+        if self.opt.get('val', {}).get('match_color'):
+            if self.lq_rgb is None:
+                raise KeyError("val.match_color needs the dataset's 'lq_rgb', the input's RGB rendition to match")
+            out, ref = (t[0].detach().float().cpu().numpy().transpose(1, 2, 0)
+                        for t in (visuals['result'], self.lq_rgb))
+            visuals['result' + COLOR_MATCHED] = torch.from_numpy(match_color(out, ref).transpose(2, 0, 1))[None]
         return visuals
 
     # ---------------------------------------------------------------- validation
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
-        """``SRModel.nondist_validation`` with white balance re-applied to the saved images."""
+        """``SRModel.nondist_validation`` with white balance re-applied to the saved images, the colour-matched
+        metrics of ``val.match_color`` and, in ``test.py``, one log line of metrics per image."""
         dataset_name = dataloader.dataset.opt['name']
-        metrics_opt = self.opt['val'].get('metrics')
+        metrics_opt = self.opt['val'].get('metrics') or {}
+        suffixes = ('', COLOR_MATCHED) if self.opt['val'].get('match_color') else ('', )
         if metrics_opt:
-            if not hasattr(self, 'metric_results'):
-                self.metric_results = {metric: 0 for metric in metrics_opt}
             self._initialize_best_metric_results(dataset_name)
-            self.metric_results = {metric: 0 for metric in self.metric_results}
+            best = self.best_metric_results[dataset_name]
+            for metric, suffix in ((m, x) for m in metrics_opt for x in suffixes[1:]):
+                better = best[metric]['better']
+                best.setdefault(metric + suffix, dict(better=better, iter=-1,
+                                                      val=float('-inf') if better == 'higher' else float('inf')))
+            self.metric_results = {metric + suffix: 0 for suffix in suffixes for metric in metrics_opt}
         pbar = tqdm(total=len(dataloader), unit='image') if self.opt['val'].get('pbar', False) else None
+        logger = get_root_logger()
 
         for idx, val_data in enumerate(dataloader):
             img_name = image_name(val_data['lq_path'][0])
             self.feed_data(val_data)
             self.test()
             visuals = self.get_current_visuals()
-            metric_data = {'img': tensor2img([visuals['result']])}
+            results = {suffix: tensor2img([visuals['result' + suffix]]) for suffix in suffixes}
+            gt = None
             if 'gt' in visuals:
-                metric_data['img2'] = tensor2img([visuals['gt']])
+                gt = tensor2img([visuals['gt']])
                 del self.gt
             if save_img:
                 if self.opt['is_train']:
@@ -269,8 +289,12 @@ class SDANModel(SRModel):
                 imwrite(tensor2img([visuals.get('result_wb', visuals['result'])]), path)
             del self.lq, self.output
             if metrics_opt:
-                for name, opt_ in metrics_opt.items():
-                    self.metric_results[name] += calculate_metric(metric_data, opt_)
+                values = {name + suffix: calculate_metric({'img': img, 'img2': gt}, opt_)
+                          for suffix, img in results.items() for name, opt_ in metrics_opt.items()}
+                for name, value in values.items():
+                    self.metric_results[name] += value
+                if not self.opt['is_train']:
+                    logger.info(f'Image {img_name}: ' + ', '.join(f'{k} {v:.4f}' for k, v in values.items()))
             if pbar:
                 pbar.update(1)
                 pbar.set_description(f'Test {img_name}')

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 from os import path as osp
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -29,6 +29,10 @@ TRAIN_OPT = osp.join('options', 'train_sdan_demo.yml')
 TEST_OPTS = {'Bicubic': osp.join('options', 'baselines', 'test_bicubic_demo.yml'),
              'SDAN': osp.join('options', 'test_sdan_demo.yml')}
 METRIC_RE = re.compile(r'# (\w+): ([-+0-9.eE]+)')
+#: SDANModel's per-image line of a ``test.py`` log: ``Image <scene>_<shot>: psnr 25.1, ssim 0.68, ...``.
+IMAGE_RE = re.compile(r'Image (\S+): (.+)$', re.MULTILINE)
+#: Border that the demo's metrics crop (``crop_border`` of its test option files), also for the colour means.
+CROP_BORDER = 32
 
 
 def _launch(script: str, opt: str, *extra: str) -> None:
@@ -37,13 +41,23 @@ def _launch(script: str, opt: str, *extra: str) -> None:
     subprocess.run(cmd, check=True)
 
 
-def read_test_metrics(root: str, name: str) -> Dict[str, float]:
-    """Metrics of the latest ``test.py`` log of experiment ``name`` (BasicSR's ``# metric: value`` lines)."""
+def _latest_test_log(root: str, name: str) -> str:
     logs = sorted(glob.glob(osp.join(root, 'results', name, f'test_{name}_*.log')), key=osp.getmtime)
     if not logs:
         raise FileNotFoundError(f'no test log of {name} under {osp.join(root, "results", name)}')
     with open(logs[-1], encoding='utf-8') as f:
-        return {k: float(v) for k, v in METRIC_RE.findall(f.read())}
+        return f.read()
+
+
+def read_test_metrics(root: str, name: str) -> Dict[str, float]:
+    """Metrics of the latest ``test.py`` log of experiment ``name`` (BasicSR's ``# metric: value`` lines)."""
+    return {k: float(v) for k, v in METRIC_RE.findall(_latest_test_log(root, name))}
+
+
+def read_image_metrics(root: str, name: str) -> Dict[str, Dict[str, float]]:
+    """Per-image metrics ``{'<scene>_<shot>': {metric: value}}`` of the latest ``test.py`` log of ``name``."""
+    return {image: {k: float(v) for k, v in (item.split() for item in values.split(', '))}
+            for image, values in IMAGE_RE.findall(_latest_test_log(root, name))}
 
 
 def _test_dataset(root: str):
@@ -98,34 +112,114 @@ def exact_scores(root: str) -> Dict[str, Dict[str, float]]:
     return scores
 
 
-def side_by_side(root: str, out_path: str) -> str:
-    """Input | bicubic | SDAN | target | exact zoom of the first test scene, as one PNG with labels."""
+def _white_balanced_target(item: dict) -> np.ndarray:
+    """A test item's target with its white balance, as saved images are (BGR, uint8)."""
     from basicsr.utils import tensor2img
 
     from sdan_basicsr.data.raw_utils import apply_white_balance
+
+    return tensor2img(apply_white_balance(item['gt'].unsqueeze(0), item['wb'].unsqueeze(0)))
+
+
+def colour_errors(root: str) -> Dict[str, Dict[str, np.ndarray]]:
+    """``{label: {'<scene>_<shot>': (3,) %}}``: the mean linear R, G, B of each saved result over those of the
+    white-balanced target, minus 1, in percent, inside the metrics' border crop.
+
+    Means of linear light (8-bit values ** 2.2), which blur and resampling keep; means of gamma-encoded values
+    grow when an image is blurred, so a sharp target and a soft result would differ even in the same colours.
+    """
+    from sdan_basicsr.data.raw_utils import JPEG_GAMMA
+    from sdan_basicsr.models.sdan_model import image_name
+
+    def linear_mean(img: np.ndarray) -> np.ndarray:
+        c = CROP_BORDER
+        return ((img[c:-c, c:-c].astype(np.float64) / 255)**JPEG_GAMMA).reshape(-1, 3).mean(0)[::-1]
+
+    dataset = _test_dataset(root)
+    errors = {label: {} for label in TEST_OPTS}
+    for i in range(len(dataset)):
+        item = dataset[i]
+        stem = image_name(item['lq_path'])
+        target = linear_mean(_white_balanced_target(item))
+        for label in TEST_OPTS:
+            errors[label][stem] = 100 * (linear_mean(_saved_result(root, label, stem)) / np.maximum(target, 1e-9) - 1)
+    return errors
+
+
+def _detail_box(img: np.ndarray, height: int, width: int) -> Tuple[int, int]:
+    """Top-left (y, x) of the ``height`` × ``width`` window of ``img`` (BGR) with the most detail (mean |Laplacian|),
+    inside the metrics' border crop where the image allows."""
+    detail = np.abs(cv2.Laplacian(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.float32), cv2.CV_32F))
+    h, w = detail.shape
+    y0, x0 = (min(CROP_BORDER, max(0, (n - m) // 2)) for n, m in ((h, height), (w, width)))
+    # window sums for every top-left (y, x) in [y0, h - y0 - height] × [x0, w - x0 - width]
+    total = cv2.integral(detail[y0:h - y0, x0:w - x0])
+    sums = total[height:, width:] - total[:-height, width:] - total[height:, :-width] + total[:-height, :-width]
+    y, x = np.unravel_index(np.argmax(sums), sums.shape)
+    return y0 + int(y), x0 + int(x)
+
+
+def _label_band(labels: List[str], width: int, height: int, gap: int) -> np.ndarray:
+    """A white band of ``height`` with each label centred in black above its ``width``-wide column."""
+    band = np.full((height, len(labels) * (width + gap) - gap, 3), 255, np.uint8)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    for i, label in enumerate(labels):
+        scale = height / 50
+        (tw, th), _ = cv2.getTextSize(label, font, scale, 1)
+        scale *= min(1., 0.95 * width / tw)
+        thickness = max(1, round(scale * 2))
+        (tw, th), _ = cv2.getTextSize(label, font, scale, thickness)
+        org = (i * (width + gap) + (width - tw) // 2, (height + th) // 2)
+        cv2.putText(band, label, org, font, scale, (0, 0, 0), thickness, cv2.LINE_AA)
+    return band
+
+
+def side_by_side(root: str, out_path: str) -> str:
+    """Input | bicubic | SDAN | target | exact zoom of the first test scene, as one PNG.
+
+    Labels sit on a white band above the panels, in letters that scale with the panels. Below each panel,
+    its boxed region (a quarter of the area, where the target has the most detail) is shown at 2× with
+    nearest-neighbour pixels.
+    """
     from sdan_basicsr.models.sdan_model import image_name
     from sdan_basicsr.tools.make_demo import read_meta
 
     dataset = _test_dataset(root)
     item = dataset[0]
-    gt = item['gt'].unsqueeze(0)
-    wb = item['wb'].unsqueeze(0)
-    target = tensor2img(apply_white_balance(gt, wb))
+    target = _white_balanced_target(item)
     h, w = target.shape[:2]
-    lq = tensor2img(apply_white_balance(item['lq_rgb'].unsqueeze(0), wb))
+    lq = _white_balanced_target(dict(item, gt=item['lq_rgb']))
     panels = [('input (camera JPEG)', cv2.resize(lq, (w, h), interpolation=cv2.INTER_NEAREST))]
     stem = image_name(item['lq_path'])
     panels += [(label, _saved_result(root, label, stem)) for label in TEST_OPTS]
     panels.append(('target (long focal)', target))
     panels.append(('exact zoom', _exact_display(read_meta(osp.join(root, DEMO_DATA)), dataset.samples[0],
                                                 dataset.scale)))
-    tiles = []
-    for label, img in panels:
-        img = img[:h, :w].copy()
-        cv2.putText(img, label, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 3, cv2.LINE_AA)
-        cv2.putText(img, label, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1, cv2.LINE_AA)
-        tiles.append(img)
-    cv2.imwrite(out_path, np.concatenate(tiles, axis=1))
+    ch, cw = h // 2, w // 2
+    y, x = _detail_box(target, ch, cw)
+    gap = max(4, w // 100)
+    line = max(2, w // 250)
+    tops, crops = [], []
+    for _, img in panels:
+        img = np.ascontiguousarray(img[:h, :w])
+        crops.append(cv2.resize(img[y:y + ch, x:x + cw], (2 * cw, 2 * ch), interpolation=cv2.INTER_NEAREST))
+        boxed = img.copy()
+        cv2.rectangle(boxed, (x, y), (x + cw - 1, y + ch - 1), (0, 0, 0), 2 * line + 2)
+        cv2.rectangle(boxed, (x, y), (x + cw - 1, y + ch - 1), (255, 255, 255), line)
+        tops.append(boxed)
+
+    def row(tiles: List[np.ndarray]) -> np.ndarray:
+        spacer = np.full((tiles[0].shape[0], gap, 3), 255, np.uint8)
+        return np.concatenate([t for tile in tiles for t in (tile, spacer)][:-1], axis=1)
+
+    band = max(32, w // 12)
+    labels = [label for label, _ in panels]
+    figure = np.concatenate([
+        _label_band(labels, w, band, gap), row(tops), np.full((gap, row(tops).shape[1], 3), 255, np.uint8),
+        _label_band([f'2x: {label}' for label in labels], w, band * 2 // 3, gap),
+        row([np.pad(c, ((0, h - c.shape[0]), (0, w - c.shape[1]), (0, 0)), constant_values=255) for c in crops])
+    ])
+    cv2.imwrite(out_path, figure)
     return out_path
 
 
@@ -150,12 +244,53 @@ def _experiment_name(opt_path: str) -> str:
     return _load_opt(opt_path)['name']
 
 
+def _with_matched(rows: Dict[str, Dict[str, float]]) -> Dict[str, Dict[str, float]]:
+    """Each method's metrics, and those after colour matching (``<metric>_color_matched``) as a row of their own."""
+    from sdan_basicsr.models.sdan_model import COLOR_MATCHED
+
+    out = {}
+    for label, values in rows.items():
+        out[label] = {k: v for k, v in values.items() if not k.endswith(COLOR_MATCHED)}
+        matched = {k[:-len(COLOR_MATCHED)]: v for k, v in values.items() if k.endswith(COLOR_MATCHED)}
+        if matched:
+            out[f'{label}, colour-matched'] = matched
+    return out
+
+
+def _by_method(images: Dict[str, Dict[str, Dict[str, float]]]) -> Dict[str, Dict[str, Dict[str, float]]]:
+    """``{label: {image: metrics}}`` with the colour-matched metrics of a label as a method of their own."""
+    out = {}
+    for label, per_image in images.items():
+        for stem, values in per_image.items():
+            for method, split in _with_matched({label: values}).items():
+                out.setdefault(method, {})[stem] = split
+    return out
+
+
 def _table(title: str, rows: Dict[str, Dict[str, float]]) -> None:
     metrics = list(rows['SDAN'])
+    width = max(len(label) for label in rows) + 2
     print(f'\n{title}')
-    print(f"{'method':<10}" + ''.join(f'{m:>10}' for m in metrics))
+    print(f"{'method':<{width}}" + ''.join(f'{m:>10}' for m in metrics))
     for label, values in rows.items():
-        print(f'{label:<10}' + ''.join(f'{values.get(m, float("nan")):>10.4f}' for m in metrics))
+        print(f'{label:<{width}}' + ''.join(f'{values.get(m, float("nan")):>10.4f}' for m in metrics))
+
+
+def _scene_table(title: str, images: Dict[str, Dict[str, Dict[str, float]]], photos: Dict[str, str],
+                 colours: Dict[str, Dict[str, np.ndarray]]) -> None:
+    """One row per held-out scene and method: its metrics and the colour error of its saved image."""
+    metrics = list(next(iter(images['SDAN'].values())))
+    width = max(len(label) for label in images) + 2
+    print(f'\n{title}')
+    print(f"{'scene':<13}{'photo':<19}{'method':<{width}}" + ''.join(f'{m:>10}' for m in metrics) +
+          '   colour R/G/B (%)')
+    for stem in images['SDAN']:
+        for i, (label, per_image) in enumerate(images.items()):
+            values = per_image.get(stem, {})
+            colour = colours.get(label, {}).get(stem)
+            line = (f"{stem if i == 0 else '':<13}{photos[stem] if i == 0 else '':<19}{label:<{width}}" +
+                    ''.join(f'{values.get(m, float("nan")):>10.4f}' for m in metrics))
+            print(line + ('   ' + '/'.join(f'{e:+.1f}' for e in colour) if colour is not None else ''))
 
 
 def main(argv=None) -> None:
@@ -165,7 +300,7 @@ def main(argv=None) -> None:
     root = project_root()
     os.chdir(root)
 
-    from sdan_basicsr.tools.make_demo import make_demo
+    from sdan_basicsr.tools.make_demo import make_demo, read_meta
 
     if demo_tree_params(DEMO_DATA) != DEMO_TREE:
         print(f'making the demo SR-RAW tree at {DEMO_DATA}', flush=True)
@@ -175,14 +310,20 @@ def main(argv=None) -> None:
         shutil.rmtree(osp.join('experiments', _experiment_name(TRAIN_OPT)), ignore_errors=True)
     if not args.skip_train:
         _launch('train.py', TRAIN_OPT, '--auto_resume')
-    rows = {}
+    rows, images = {}, {}
     for label, opt in TEST_OPTS.items():
         _launch('test.py', opt)
         rows[label] = read_test_metrics(root, _experiment_name(opt))
+        images[label] = read_image_metrics(root, _experiment_name(opt))
     png = side_by_side(root, osp.join('results', 'sdan_demo_side_by_side.png'))
 
-    _table('Held-out demo scenes vs their long-focal shots (SR-RAW protocol: RGB, 32-px border crop, '
-           'no white balance):', rows)
+    protocol = 'SR-RAW protocol: RGB, 32-px border crop, no white balance'
+    _table(f'Held-out demo scenes vs their long-focal shots ({protocol}; colour-matched: the output brought to the '
+           "input JPEG's colours by one 3x3 + offset transform, an extra row, not the protocol):", _with_matched(rows))
+    scenes = read_meta(DEMO_DATA)['scenes']
+    photos = {stem: scenes[f'test/{stem.split("_")[0]}']['photo'] for stem in images['SDAN']}
+    _scene_table(f'Per held-out scene ({protocol}; colour: mean linear R/G/B of the saved image against the '
+                 'white-balanced target):', _by_method(images), photos, colour_errors(root))
     _table('Held-out demo scenes vs the exact zoom of each input (known geometry, no misalignment; '
            'saved images, white balance applied):', exact_scores(root))
     print(f'\nside-by-side (input | bicubic | SDAN | target | exact zoom): {osp.join(root, png)}')
