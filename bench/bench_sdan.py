@@ -1,5 +1,6 @@
-"""Speed and memory of the whole SDAN: training steps with ``fast`` vs ``torchvision`` squared DCN, inference
-time and peak memory at growing mosaic sizes, and Cross Packing Attention (CPA) before/after its cheaper ``attend``.
+"""Speed and memory of the whole SDAN: training steps with ``fast`` vs ``torchvision`` squared DCN in each precision
+(fp32, bf16, fp16 autocast with SDAN's float32 stages), inference time and peak memory at growing mosaic sizes per
+precision and memory format, and Cross Packing Attention (CPA) before/after its cheaper ``attend``.
 
 Every memory figure comes from a fresh subprocess (CPU: growth of the peak RSS, VmHWM; CUDA: peak allocated).
 """
@@ -19,6 +20,8 @@ import torch.nn.functional as F
 from bench_util import device_name, pick_device, synchronize  # noqa: E402
 
 from sdan_basicsr.archs.sdan_arch import SDAN, CrossPackingAttention
+from sdan_basicsr.ops.squared_deform_conv import warp_implementation
+from sdan_basicsr.utils.precision import PRECISIONS, autocast
 
 NEW_ATTEND = CrossPackingAttention.attend
 
@@ -137,16 +140,17 @@ def warm_up(device: torch.device) -> None:
 
 
 def worker_infer(device: torch.device, side: int, attend: str, tail_chunk: int, memory_format: str,
-                 repeats: int) -> Dict:
+                 repeats: int, precision: str = 'fp32') -> Dict:
     """SDAN inference on one (1, 1, side, side) mosaic: the fastest of ``repeats`` runs, CPA's share, peak memory.
 
     ``memory_format`` ``channels_last``: ``model.to(memory_format=torch.channels_last)``, so every conv runs NHWC.
+    ``precision``: autocast dtype (SDAN keeps its float32 stages).
     """
     CrossPackingAttention.attend = ATTENDS[attend]
     model = make_model('fast', device, tail_chunk=tail_chunk).eval().to(memory_format=MEMORY_FORMATS[memory_format])
     timer = CpaTimer(model, device)
     times, cpa_times = [], []
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(device, precision):
         warm_up(device)
         x, ref, _ = make_inputs(1, side, device)
         with MemoryMeter(device) as mem:
@@ -201,40 +205,61 @@ def in_subprocess(args: argparse.Namespace, job: Dict) -> Dict:
 
 # ----------------------------------------------------------------------------------------- sections
 def bench_training(args: argparse.Namespace, device: torch.device) -> None:
-    print('\n== training step (forward, eq. (6) loss, backward, Adam step), same weights, γ of both CPAs = 0.5')
-    print(f'{"batch":>5} {"mosaic":>8} {"target":>8} {"fast s":>8} {"tv s":>8} {"tv/fast":>8} {"rel(sr)":>9} '
-          f'{"rel(aligned)":>12} {"rel(grad)":>9}')
+    """Every (backend, precision) cell starts from the same weights and takes the same steps, interleaved, so the
+    ratios of one row are measured side by side; rel(·) compare the first step with fp32 of the same backend."""
+    print('\n== training step (forward, eq. (6) loss, backward, Adam step; fp16 through a GradScaler), same weights, '
+          'γ of both CPAs = 0.5')
+    print('   x fp32: speed-up over fp32 of the same backend; x tv32: over torchvision fp32 (the released code\'s '
+          'configuration)')
+    print(f'{"batch":>5} {"mosaic":>7} {"backend":>11} {"prec":>5} {"s/step":>7} {"x fp32":>6} {"x tv32":>6} '
+          f'{"rel(sr)":>8} {"rel(al)":>8} {"rel(grad)":>9}  warp')
+    cells = list(itertools.product(('fast', 'torchvision'), args.train_precisions))
     for batch, side in args.train:
         x, ref, target = make_inputs(batch, side, device)
-        models = {b: make_model(b, device) for b in ('fast', 'torchvision')}
-        models['torchvision'].load_state_dict(models['fast'].state_dict())
-        optims = {b: torch.optim.Adam(m.parameters(), lr=2e-4, betas=(0.9, 0.99)) for b, m in models.items()}
-        outs, grads, times = {}, {}, {b: [] for b in models}
+        first = make_model('fast', device)
+        models = {cell: make_model(cell[0], device) for cell in cells}
+        for model in models.values():
+            model.load_state_dict(first.state_dict())
+        optims = {c: torch.optim.Adam(m.parameters(), lr=2e-4, betas=(0.9, 0.99)) for c, m in models.items()}
+        scalers = {c: torch.amp.GradScaler(device.type, enabled=c[1] == 'fp16') for c in cells}
+        outs, grads, times = {}, {}, {c: [] for c in cells}
 
-        def step(backend: str):
-            optims[backend].zero_grad(set_to_none=True)
-            out = models[backend](x, ref)
-            sdan_loss(out, ref, target).backward()
+        def step(cell):
+            optims[cell].zero_grad(set_to_none=True)
+            with autocast(device, cell[1]):
+                out = models[cell](x, ref)
+            out = type(out)(*(t.float() for t in out))
+            scalers[cell].scale(sdan_loss(out, ref, target)).backward()
+            scalers[cell].unscale_(optims[cell])
             return out
 
-        for backend in models:  # first step: warm-up and the agreement check
-            out = step(backend)
-            outs[backend] = (out.sr.detach(), out.aligned.detach())
-            grads[backend] = torch.cat([p.grad.flatten() for p in models[backend].parameters()])
-            optims[backend].step()
+        def finish(cell):
+            scalers[cell].step(optims[cell])
+            scalers[cell].update()
+
+        for cell in cells:  # first step: warm-up and the agreement check
+            out = step(cell)
+            outs[cell] = (out.sr.detach(), out.aligned.detach())
+            grads[cell] = torch.cat([p.grad.flatten() for p in models[cell].parameters()])
+            finish(cell)
         for _ in range(args.train_repeats):
-            for backend in models:
+            for cell in cells:
                 synchronize(device)
                 start = time.perf_counter()
-                step(backend)
-                optims[backend].step()
+                step(cell)
+                finish(cell)
                 synchronize(device)
-                times[backend].append(time.perf_counter() - start)
-        t = {b: statistics.median(v) for b, v in times.items()}
-        print(f'{batch:>5} {side:>7}² {4 * side:>7}² {t["fast"]:8.2f} {t["torchvision"]:8.2f} '
-              f'{t["torchvision"] / t["fast"]:8.2f} {rel_err(outs["fast"][0], outs["torchvision"][0]):9.1e} '
-              f'{rel_err(outs["fast"][1], outs["torchvision"][1]):12.1e} '
-              f'{rel_err(grads["fast"], grads["torchvision"]):9.1e}', flush=True)
+                times[cell].append(time.perf_counter() - start)
+        t = {c: statistics.median(v) for c, v in times.items()}
+        for cell in cells:
+            backend, precision = cell
+            base = (backend, 'fp32')
+            warp = warp_implementation(device, PRECISIONS[precision] or torch.float32) if backend == 'fast' else \
+                'torchvision.ops.deform_conv2d (float32 under autocast)'
+            print(f'{batch:>5} {side:>6}² {backend:>11} {precision:>5} {t[cell]:7.2f} {t[base] / t[cell]:6.2f} '
+                  f'{t[("torchvision", "fp32")] / t[cell]:6.2f} {rel_err(outs[cell][0], outs[base][0]):8.1e} '
+                  f'{rel_err(outs[cell][1], outs[base][1]):8.1e} {rel_err(grads[cell], grads[base]):9.1e}  {warp}',
+                  flush=True)
 
 
 def bench_cpa(args: argparse.Namespace, device: torch.device) -> None:
@@ -268,13 +293,14 @@ def available_bytes(device: torch.device) -> int:
 def bench_inference(args: argparse.Namespace, device: torch.device) -> None:
     print(f'\n== inference (batch 1, fast DCN, fastest of {args.infer_repeats} forwards, each size a fresh subprocess; '
           'tail = tail_chunk, 0: whole image)')
-    print(f'{"MP":>5} {"mosaic":>7} {"attend":>8} {"tail":>5} {"format":>13} {"total s":>8} {"CPA s":>7} {"CPA %":>6} '
-          f'{"s/MP":>6} {"peak MiB":>9} {"MiB/MP":>7}')
+    print(f'{"MP":>5} {"mosaic":>7} {"attend":>8} {"tail":>5} {"format":>13} {"prec":>5} {"total s":>8} {"CPA s":>7} '
+          f'{"CPA %":>6} {"s/MP":>6} {"peak MiB":>9} {"MiB/MP":>7}')
     for mp in args.sizes:
         side = max(8, round(math.sqrt(mp * 1e6) / 8) * 8)
         real_mp = side * side / 1e6
-        for attend, chunk, fmt in itertools.product(args.infer_attends, args.infer_tail_chunks, args.infer_formats):
-            cell = f'{real_mp:5.2f} {side:>6}² {attend:>8} {chunk:>5} {fmt:>13}'
+        for attend, chunk, fmt, prec in itertools.product(args.infer_attends, args.infer_tail_chunks,
+                                                           args.infer_formats, args.infer_precisions):
+            cell = f'{real_mp:5.2f} {side:>6}² {attend:>8} {chunk:>5} {fmt:>13} {prec:>5}'
             if chunk == 0:
                 need, free = whole_tail_bytes(side), available_bytes(device)
                 if need > 0.9 * free:
@@ -282,7 +308,7 @@ def bench_inference(args: argparse.Namespace, device: torch.device) -> None:
                           f'{free / 2**30:.1f} GiB available', flush=True)
                     continue
             r = in_subprocess(args, {'kind': 'infer', 'side': side, 'attend': attend, 'tail_chunk': chunk,
-                                     'memory_format': fmt, 'repeats': args.infer_repeats})
+                                     'memory_format': fmt, 'repeats': args.infer_repeats, 'precision': prec})
             if 'error' in r:
                 print(f'{cell} error: {r["error"]}', flush=True)
                 continue
@@ -302,7 +328,9 @@ def main() -> None:
     parser.add_argument('--device', default='auto', help='auto (CUDA when present), cpu or cuda')
     parser.add_argument('--train', type=parse_pair, nargs='*', default=[[8, 64], [8, 144]],
                         help='training steps as BATCHxMOSAIC_SIDE (default: 8x64 8x144, the released setting)')
-    parser.add_argument('--train-repeats', type=int, default=2, help='timed training steps per backend (median)')
+    parser.add_argument('--train-repeats', type=int, default=2, help='timed training steps per cell (median)')
+    parser.add_argument('--train-precisions', nargs='+', choices=list(PRECISIONS),
+                        help='precisions of the training cells (default: fp32 bf16, and fp16 on CUDA)')
     parser.add_argument('--sizes', type=float, nargs='*', default=[0.25, 0.5, 1.0, 2.0, 4.0],
                         help='inference mosaic sizes in megapixels (with tail_chunk 0, 4 MP needs ~32 GiB: the '
                              'whole tail keeps two 256/64-channel maps at 2x/4x; such cells are skipped when '
@@ -312,6 +340,8 @@ def main() -> None:
                         help="SDAN's tail_chunk for the inference cells (0: the tail on the whole image)")
     parser.add_argument('--infer-formats', nargs='+', default=['contiguous', 'channels_last'],
                         choices=list(MEMORY_FORMATS), help='memory format of the model in the inference cells')
+    parser.add_argument('--infer-precisions', nargs='+', default=['fp32', 'bf16'], choices=list(PRECISIONS),
+                        help='autocast precision of the inference cells')
     parser.add_argument('--cpa-infer-sides', type=int, nargs='*', default=[1000], help='CPA-alone inference sides')
     parser.add_argument('--infer-repeats', type=int, default=2, help='forwards per inference size (fastest shown)')
     parser.add_argument('--cpa-repeats', type=int, default=3)
@@ -328,6 +358,8 @@ def main() -> None:
         print(json.dumps(result))
         return
 
+    if args.train_precisions is None:
+        args.train_precisions = ['fp32', 'bf16'] + (['fp16'] if device.type == 'cuda' else [])
     if args.quick:
         args.train, args.train_repeats, args.sizes, args.cpa_infer_sides = [[2, 64]], 1, [0.25], [504]
     print(f'device: {device} ({device_name(device)}); torch {torch.__version__}')

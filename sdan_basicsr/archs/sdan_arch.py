@@ -251,7 +251,8 @@ class SquaredDeformableAlignment(nn.Module):
         if self.offsets == 'squared':
             aligned = self.dcn(feat, offset, mask)
         else:
-            aligned = self.dcn(feat, offset, None if mask is None else mask.expand(-1, 9, -1, -1))
+            # torchvision's kernel has no float16/bfloat16 on CPU: float32 under autocast
+            aligned = run_in_float32(self.dcn, feat, offset, None if mask is None else mask.expand(-1, 9, -1, -1))
         return self.relu(aligned), offset
 
 

@@ -225,7 +225,9 @@ def _torchvision(x, theta, weight, bias, mask):
     offset = expand_squared_offset(theta, k)
     if mask is not None:
         mask = mask.expand(-1, k * k, -1, -1)
-    return deform_conv2d(x, offset, weight, bias, padding=k // 2, mask=mask)
+    # torchvision's CPU kernel has no float16/bfloat16: under autocast it runs in float32
+    return run_in_float32(lambda *args: deform_conv2d(*args[:4], padding=k // 2, mask=args[4]), x, offset, weight,
+                          bias, mask)
 
 
 def _mmcv(x, theta, weight, bias, mask):
