@@ -232,3 +232,51 @@ def precision_auto() -> str:
     from sdan_basicsr.utils.precision import auto_precision
 
     return auto_precision('cpu')
+
+
+# ---------------------------------------------------------------- colour matching
+
+#: A colour transform [M | b] that the spy below hands back instead of a fitted one.
+KNOWN_TRANSFORM = np.array([[0.9, 0.1, 0.0, 0.02], [0.05, 1.1, -0.1, 0.0], [0.0, -0.05, 0.95, 0.03]])
+
+
+@pytest.fixture
+def fit_spy(monkeypatch):
+    """Replaces the colour fit by KNOWN_TRANSFORM and records what it was given."""
+    calls = []
+
+    def spy(img, ref, **kwargs):
+        calls.append((img.copy(), ref.copy()))
+        return KNOWN_TRANSFORM
+
+    monkeypatch.setattr(zoom, 'fit_color_transform', spy)
+    return calls
+
+
+@pytest.mark.parametrize('ref, flag, expected', [(False, None, False), (True, None, True), (True, False, False),
+                                                 (False, True, True)])
+def test_match_color_default_is_on_with_a_reference(files, fit_spy, ref, flag, expected):
+    argv = [files['raw'], '--weights', files['weights'], '-o', str(files['root'] / 'm.png'), '--tile', '0']
+    argv += ['--ref', files['jpg']] if ref else []
+    argv += [] if flag is None else ['--match-color' if flag else '--no-match-color']
+    zoom.main(argv)
+    assert len(fit_spy) == int(expected)
+
+
+def test_match_color_fits_the_averaged_output_and_applies_before_white_balance(files, fit_spy):
+    """Tiled: the fit sees the output averaged to the reference's grid, and the result is WB(T(X~))."""
+    out = str(files['root'] / 'matched.tif')
+    info = zoom.zoom(files['raw'], files['weights'], out, ref=files['jpg'], tile=16, bits=16, progress=False)
+    np.testing.assert_allclose(info['color_transform'], KNOWN_TRANSFORM)
+    net = zoom.build_network(files['weights'])
+    x, ref, wb = zoom.read_inputs(files['raw'], net.in_format, files['jpg'])
+    with torch.no_grad():
+        sr = net(x, ref).sr
+    (low, fitted_ref), = fit_spy
+    np.testing.assert_array_equal(fitted_ref, ref[0].permute(1, 2, 0).numpy())
+    expected_low = torch.nn.functional.avg_pool2d(sr, 4)[0].permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(low, expected_low, atol=1e-4)
+    mapped = np.einsum('ij,hwj->hwi', KNOWN_TRANSFORM[:, :3], sr[0].permute(1, 2, 0).numpy()) + KNOWN_TRANSFORM[:, 3]
+    expected = np.round(np.clip(mapped * raw_utils.display_gains(wb), 0, 1) * 65535)
+    got = cv2.cvtColor(cv2.imread(out, cv2.IMREAD_UNCHANGED), cv2.COLOR_BGR2RGB).astype(np.float64)
+    assert np.abs(got - expected).max() <= 8  # tiled vs whole network, ≤ 1e-4 of the range

@@ -1,8 +1,8 @@
 """Zoom a camera RAW photo ×4 with a trained SDAN at full resolution, with exact tiling.
 
 Usage: ``sdan-zoom INPUT.ARW --weights net_g.pth [--opt test.yml] [--ref INPUT.JPG] -o OUT.png [--tile 512]
-[--bits 8|16] [--device cpu|cuda] [--precision auto|fp32|bf16|fp16] [--save-offsets]``
-(or ``python -m sdan_basicsr.tools.zoom``).
+[--bits 8|16] [--device cpu|cuda] [--precision auto|fp32|bf16|fp16] [--match-color|--no-match-color]
+[--save-offsets]`` (or ``python -m sdan_basicsr.tools.zoom``).
 """
 import argparse
 import inspect
@@ -20,16 +20,20 @@ import cv2
 import numpy as np
 import rawpy
 import torch
+import torch.nn.functional as F
 import yaml
 
 from sdan_basicsr.archs.sdan_arch import IN_FORMAT_CHANNELS, SDAN
 from sdan_basicsr.data import raw_utils
+from sdan_basicsr.data.color import apply_color_transform, fit_color_transform
 from sdan_basicsr.data.raw_utils import apply_white_balance
 from sdan_basicsr.utils.precision import PRECISIONS, auto_precision, autocast
 from sdan_basicsr.utils.tiled_sdan import tiled_forward
 
 #: Output formats by extension (cv2 writes both with 8 or 16 bits per channel).
 OUTPUT_EXTENSIONS = ('.png', '.tif', '.tiff')
+#: Rows of the output transformed at a time once its colours are matched.
+MATCH_STRIP_ROWS = 512
 #: Checkpoint keys of BasicSR's ``save_network``, in order of preference.
 PARAM_KEYS = ('params_ema', 'params')
 #: Keys every SDAN state dict has; weights without them are of another architecture.
@@ -293,7 +297,8 @@ def zoom(raw: str,
          offset_scale: Optional[float] = None,
          param_key: Optional[str] = None,
          progress: bool = True,
-         precision: str = 'fp32') -> dict:
+         precision: str = 'fp32',
+         match_color: Optional[bool] = None) -> dict:
     """Zoom a RAW file with SDAN and write the white-balanced result; every input is checked before the network runs.
 
     Args:
@@ -313,10 +318,16 @@ def zoom(raw: str,
         precision (str): ``fp32``, ``bf16``, ``fp16`` (autocast, with SDAN's float32 stages) or ``auto``
             (:func:`~sdan_basicsr.utils.precision.auto_precision` of ``device``). On CPU the network runs in
             channels-last memory format (faster there, same function). Default: ``fp32``.
+        match_color (bool | None): Give the result the colours of the reference: one global colour transform
+            (3×3 + offset, :func:`~sdan_basicsr.data.color.fit_color_transform`), fitted between the output
+            averaged to the reference's grid and the reference, and applied before the white balance. Until all
+            tiles are in, the output is kept without white balance (float16 for 8 bits, float32 for 16 bits).
+            Default: None (on when ``ref``, the camera JPEG, is given; LibRaw's demosaic is in the camera's raw
+            colour space, not in the JPEG's colours the network learned).
 
     Returns:
         dict: ``seconds``, ``peak_rss_gib``, ``size`` (output h, w), ``offset_scale`` (or None), ``precision``
-        (the one that ran) and the paths.
+        (the one that ran), ``color_transform`` ((3, 4) list, or None without colour matching) and the paths.
     """
     start = time.time()
     if bits not in (8, 16):
@@ -329,6 +340,8 @@ def zoom(raw: str,
         precision = auto_precision(device)
     if precision not in PRECISIONS:
         raise ZoomError(f'precision must be auto or one of {sorted(PRECISIONS)}, got {precision!r}')
+    if match_color is None:
+        match_color = ref is not None
     net = build_network(weights, opt, param_key)
     if tile and net.align.offsets != 'squared':
         raise ZoomError(f'weights {weights} have per-tap offsets, which tiling does not support: use --tile 0')
@@ -336,6 +349,7 @@ def zoom(raw: str,
     temps = [_temp_path(p) for p in outputs]
     try:
         x, x_rgb, wb = read_inputs(raw, net.in_format, ref)
+        reference = x_rgb[0].permute(1, 2, 0).numpy()
         net = net.to(device, memory_format=torch.channels_last if device == 'cpu' else torch.preserve_format)
         x, x_rgb = x.to(device), x_rgb.to(device)
         wb = torch.from_numpy(np.asarray(wb, np.float32)).to(device).view(1, 4)
@@ -344,7 +358,18 @@ def zoom(raw: str,
         image = np.empty((out_h, out_w, 3), np.uint8 if bits == 8 else np.uint16)
         top = 2**bits - 1
 
+        if match_color:
+            unbalanced = np.empty((out_h, out_w, 3), np.float16 if bits == 8 else np.float32)
+            averaged = np.empty_like(reference)  # the output on the reference's grid
+
         def paste(row: int, col: int, sr: torch.Tensor) -> None:
+            if match_color:
+                sr = sr.float()
+                tile_img = sr[0].permute(1, 2, 0).cpu().numpy()
+                unbalanced[row:row + tile_img.shape[0], col:col + tile_img.shape[1]] = tile_img
+                low = F.avg_pool2d(sr, s)[0].permute(1, 2, 0).cpu().numpy()
+                averaged[row // s:row // s + low.shape[0], col // s:col // s + low.shape[1]] = low
+                return
             tile_img = apply_white_balance(sr.float(), wb).mul_(top).round_()[0].permute(1, 2, 0).cpu().numpy()
             image[row:row + tile_img.shape[0], col:col + tile_img.shape[1]] = tile_img
 
@@ -356,6 +381,14 @@ def zoom(raw: str,
                     result = net(x, x_rgb)
                 paste(0, 0, result.sr)
         del x, x_rgb
+        transform = None
+        if match_color:
+            transform = fit_color_transform(averaged, reference)
+            gains = raw_utils.display_gains(wb[0].cpu().numpy())
+            for row in range(0, out_h, MATCH_STRIP_ROWS):
+                strip = apply_color_transform(unbalanced[row:row + MATCH_STRIP_ROWS].astype(np.float32), transform)
+                image[row:row + MATCH_STRIP_ROWS] = np.round(np.clip(strip * gains, 0, 1) * top)
+            del unbalanced
         _write(temps[0], output, image)
         scale = None
         if save_offsets:
@@ -368,7 +401,8 @@ def zoom(raw: str,
                 os.remove(tmp)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return dict(seconds=time.time() - start, peak_rss_gib=peak, size=(out_h, out_w), offset_scale=scale,
-                precision=precision, outputs=outputs)
+                precision=precision, color_transform=None if transform is None else transform.tolist(),
+                outputs=outputs)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -385,6 +419,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument('--precision', default='auto', choices=('auto', *PRECISIONS),
                         help='auto: bf16 on a CPU with native bf16 or a CUDA GPU that has it, fp16 on other GPUs, '
                         'else fp32 (default: auto)')
+    parser.add_argument('--match-color', action=argparse.BooleanOptionalAction, default=None,
+                        help="give the result the reference's colours by one global 3x3 + offset transform "
+                        '(default: on with --ref, off with the LibRaw demosaic)')
     parser.add_argument('--save-offsets', action='store_true',
                         help='also write <output>_offsets.png (hue = direction, value = |offset|) and '
                         '<output>_mask.png')
@@ -398,7 +435,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     print(f'precision: {precision}' + (' (auto)' if args.precision == 'auto' else ''), flush=True)
     try:
         info = zoom(args.input, args.weights, args.output, args.opt, args.ref, args.tile, args.bits, args.device,
-                    args.save_offsets, args.offset_scale, args.param_key, precision=precision)
+                    args.save_offsets, args.offset_scale, args.param_key, precision=precision,
+                    match_color=args.match_color)
     except (ZoomError, raw_utils.RawReadError, OSError) as err:
         parser.exit(2, f'sdan-zoom: error: {err}\n')
     h, w = info['size']
@@ -407,6 +445,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     if args.device == 'cuda':
         line += f', {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB on the GPU'
     print(line)
+    if info['color_transform'] is not None:
+        rows = '; '.join(' '.join(f'{v:+.3f}' for v in r) for r in info['color_transform'])
+        print(f'colours matched to {args.ref or "the LibRaw demosaic"}: [M | b] = {rows}')
     if args.save_offsets:
         print(f'offsets: {info["outputs"][1]} (hue = direction, full value = {info["offset_scale"]:.3g} input px), '
               f'mask: {info["outputs"][2]}')
