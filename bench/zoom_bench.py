@@ -2,13 +2,15 @@
 
 Every row trains through the real launcher (``sdan_basicsr/train.py``) with the same data, batch,
 iterations and schedule, then is scored by ``sdan_basicsr/test.py`` (RGB PSNR/SSIM/LPIPS after a
-32-px border crop) on held-out scenes. Writes ``bench/zoom_bench.md`` and ``bench/zoom_bench_curves.png``.
+32-px border crop) on the README demo's held-out scenes (``DEMO_TREE``: photographs never trained on, blue- and
+green-dominant ones among them), on average and per scene. Writes ``bench/zoom_bench.md`` and
+``bench/zoom_bench_curves.png``.
 
     python bench/zoom_bench.py --iters 600            # all rows
     python bench/zoom_bench.py --rows bicubic sdan_raw --iters 100
 
-A row whose run finished in ``--work`` with the same options is not trained again (``row.json`` beside its
-experiment), so an interrupted bench resumes and rows run apart end up in one table and one plot.
+A row whose run finished in ``--work`` with the same options on the same demo tree is not trained again
+(``rows/<row>.json``), so an interrupted bench resumes and rows run apart end up in one table and one plot.
 """
 import argparse
 import copy
@@ -27,7 +29,7 @@ import yaml
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from sdan_basicsr.tools.demo import DEMO_TREE, demo_tree_params, read_test_metrics  # noqa: E402
+from sdan_basicsr.tools.demo import DEMO_TREE, demo_tree_params, read_image_metrics, read_test_metrics  # noqa: E402
 
 SDAN_NET = {'type': 'SDAN', 'num_in_ch': 1, 'num_out_ch': 3, 'num_feat': 16, 'num_block': 4, 'upscale': 4,
             'in_format': 'bayer'}
@@ -106,9 +108,11 @@ def _parameters(row, image_skip):
 
 
 def _run_row(row, data, opts, args):
-    """Train (unless bicubic) and test ``row``; returns (test metrics + train seconds, :func:`_curve` of its log).
+    """Train (unless bicubic) and test ``row``; returns (test metrics + train seconds + per-image metrics under
+    ``images``, :func:`_curve` of its log).
 
-    The result is kept in ``row.json`` with the options it came from and reused when they are unchanged.
+    The result is kept in ``rows/<row>.json`` with the options and demo tree it came from, and reused when they are
+    unchanged.
     """
     train_opt = _train_opt(row, data, args.iters, args.batch, args.image_skip, args.seed) if ROWS[row][2] else None
     weights = (osp.join(args.work, 'experiments', f'zoom_bench_{row}', 'models', 'net_g_latest.pth')
@@ -122,7 +126,7 @@ def _run_row(row, data, opts, args):
     if osp.isfile(record):
         with open(record, encoding='utf-8') as f:
             kept = json.load(f)
-        if kept['train_opt'] == train_opt and kept['test_opt'] == test_opt:
+        if (kept['train_opt'], kept['test_opt'], kept.get('tree')) == (train_opt, test_opt, demo_tree_params(data)):
             print(f'{row}: reusing {record}', flush=True)
             return kept['result'], log_curve()
     seconds = 0.0
@@ -131,10 +135,12 @@ def _run_row(row, data, opts, args):
         _launch('train.py', _write(opts, f'train_{row}', train_opt), args.work)
         seconds = time.time() - start
     _launch('test.py', _write(opts, f'test_{row}', test_opt), args.work)
-    result = dict(read_test_metrics(args.work, f'zoom_bench_{row}_test'), seconds=seconds)
+    result = dict(read_test_metrics(args.work, f'zoom_bench_{row}_test'), seconds=seconds,
+                  images=read_image_metrics(args.work, f'zoom_bench_{row}_test'))
     os.makedirs(osp.dirname(record), exist_ok=True)
     with open(record, 'w', encoding='utf-8') as f:
-        json.dump({'train_opt': train_opt, 'test_opt': test_opt, 'result': result}, f, indent=1)
+        json.dump({'train_opt': train_opt, 'test_opt': test_opt, 'tree': demo_tree_params(data), 'result': result},
+                  f, indent=1)
     return result, log_curve()
 
 
@@ -157,6 +163,21 @@ def _write(dir_, name, opt):
     with open(path, 'w', encoding='utf-8') as f:
         yaml.safe_dump(opt, f)
     return path
+
+
+def _scene_lines(results, scenes):
+    """Markdown table of PSNR / SSIM / LPIPS per held-out scene (rows) and bench row (columns)."""
+    stems = list(next(iter(results.values()))['images'])
+    lines = ['', 'Per held-out scene, PSNR / SSIM / LPIPS:', '',
+             '| scene (photo) | ' + ' | '.join(ROWS[row][1] for row in results) + ' |',
+             '|---' * (len(results) + 1) + '|']
+    for stem in stems:
+        photo = scenes[f'test/{stem.split("_")[0]}']['photo']
+        cells = [' / '.join(f'{r["images"][stem].get(m, float("nan")):.{d}f}' for m, d in (('psnr', 2), ('ssim', 3),
+                                                                                          ('lpips', 3)))
+                 for r in results.values()]
+        lines.append(f'| {stem} ({photo}) | ' + ' | '.join(cells) + ' |')
+    return lines
 
 
 def _plot(curves, results, out):
@@ -187,8 +208,9 @@ def main():
     parser.add_argument('--iters', type=int, default=600)
     parser.add_argument('--batch', type=int, default=8)
     parser.add_argument('--work', default=osp.join(ROOT, 'experiments', 'zoom_bench'))
-    parser.add_argument('--scenes', type=int, default=8, help='demo scenes (2 held out)')
-    parser.add_argument('--size', type=int, default=768, help='demo shot width')
+    parser.add_argument('--scenes', type=int, default=DEMO_TREE['num_scenes'],
+                        help=f"demo scenes ({DEMO_TREE['num_test']} held out)")
+    parser.add_argument('--size', type=int, default=DEMO_TREE['size'], help='demo shot width')
     parser.add_argument('--residual', type=float, default=DEMO_TREE['residual'],
                         help="non-affine misalignment of the demo tree (the README demo's by default)")
     parser.add_argument('--image-skip', action='store_true', help="SDAN rows with SDAN's image_skip option on")
@@ -196,10 +218,10 @@ def main():
     parser.add_argument('--out', default=osp.join(ROOT, 'bench', 'zoom_bench.md'))
     args = parser.parse_args()
 
-    from sdan_basicsr.tools.make_demo import make_demo
+    from sdan_basicsr.tools.make_demo import make_demo, read_meta
 
     data = osp.join(args.work, 'data')
-    tree = dict(DEMO_TREE, num_scenes=args.scenes, num_test=2, size=args.size, residual=args.residual)
+    tree = dict(DEMO_TREE, num_scenes=args.scenes, size=args.size, residual=args.residual)
     if demo_tree_params(data) != tree:
         shutil.rmtree(data, ignore_errors=True)
         make_demo(data, **tree)
@@ -215,7 +237,7 @@ def main():
     extra = (' --image-skip' if args.image_skip else '') + (f' --seed {args.seed}' if args.seed is not None else '')
     lines = [f'Command: `python bench/zoom_bench.py --iters {args.iters} --batch {args.batch} '
              f'--residual {args.residual:g}{extra} --rows {" ".join(args.rows)}`; demo tree: {args.scenes} scenes '
-             f'(2 held out), shots {args.size} px, residual misalignment {args.residual:g}.',
+             f'({tree["num_test"]} held out), shots {args.size} px, residual misalignment {args.residual:g}.',
              f'Budget per trained row: {args.iters} iterations, batch {args.batch}, Adam 1e-3 cosine to 1e-5.', '',
              '| table | row | parameters | PSNR | SSIM | LPIPS | train time (s) '
              '| val PSNR during training (iteration) |',
@@ -225,6 +247,7 @@ def main():
                      f'{r.get("psnr", float("nan")):.2f} | '
                      f'{r.get("ssim", float("nan")):.4f} | {r.get("lpips", float("nan")):.4f} | {r["seconds"]:.0f} | '
                      f'{", ".join(f"{v:.2f} ({i})" for i, v in curves[row][1])} |')
+    lines += _scene_lines(results, read_meta(data)['scenes'])
     lines.append(f'\nTraining curves: `{osp.relpath(png, osp.dirname(args.out))}`')
     with open(args.out, 'w', encoding='utf-8') as f:
         f.write('\n'.join(lines) + '\n')
