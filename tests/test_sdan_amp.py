@@ -2,11 +2,15 @@
 float32 stages hold under autocast, the fp16 scaler skips overflowing steps and is restored on resume, bad values
 are named."""
 import copy
+import subprocess
+import sys
+from os import path as osp
 
 import pytest
 import torch
 import torch.nn.functional as F
 from basicsr.models import build_model
+from test_sdan_pipeline import TRAIN, _env, _options, _run, _train_log, _write, demo_root  # noqa: F401,F811
 
 from sdan_basicsr.archs.sdan_arch import SDAN, CrossPackingAttention
 from sdan_basicsr.losses.masked_dual_l1_loss import MaskedDualL1Loss
@@ -221,3 +225,24 @@ def test_option_file_check_rejects_bad_amp_and_ref(tmp_path):
 def test_parse_amp_and_auto():
     assert [parse_amp(v, 'k') for v in (False, None, 'fp32', 'bf16', 'fp16')] == ['fp32'] * 3 + ['bf16', 'fp16']
     assert auto_precision('cpu') in ('bf16', 'fp32')
+
+
+@pytest.mark.slow
+def test_fp16_under_torchrun_saves_the_scaler_and_resumes(tmp_path, demo_root):  # noqa: F811
+    """DDP (2 gloo processes) with ``amp: fp16``: the ``.state`` holds the scaler; ``--auto_resume`` goes on from it."""
+    opt = _options(demo_root, 'sdan_fp16', train__total_iter=4, train__amp='fp16')
+    opt['logger'].update(save_checkpoint_freq=2)
+    opt['val'].update(val_freq=4)
+    torchrun = [osp.join(osp.dirname(sys.executable), 'torchrun'), '--nproc_per_node=2', '--master_port=29741']
+    proc = subprocess.run(torchrun + [TRAIN, '-opt', _write(tmp_path, opt), '--launcher', 'pytorch'],
+                          env=_env(tmp_path), cwd=str(tmp_path), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    states = tmp_path / 'experiments' / 'sdan_fp16' / 'training_states'
+    state = torch.load(states / '4.state', weights_only=True)
+    assert state['iter'] == 4 and state['scaler']['scale'] > 0
+
+    opt['train']['total_iter'] = 6
+    _run([TRAIN, '-opt', _write(tmp_path, opt), '--auto_resume'], tmp_path)
+    log = _train_log(tmp_path, 'sdan_fp16')
+    assert 'Resuming training from epoch: ' in log and 'no fp16 loss scaler' not in log
+    assert torch.load(states / '6.state', weights_only=True)['scaler']['scale'] > 0
