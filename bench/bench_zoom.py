@@ -53,20 +53,23 @@ def one(args) -> None:
     torch.set_num_threads(args.threads)
     raw, weights = write_inputs(args.workdir, args.one[0], args.one[1], args.num_feat, args.num_block)
     out = osp.join(args.workdir, f'out_{args.one[0]}x{args.one[1]}_t{args.one[2]}.png')
-    info = zoom(raw, weights, out, tile=args.one[2], progress=args.progress)
+    info = zoom(raw, weights, out, tile=args.one[2], progress=args.progress, precision=args.precision)
     os.remove(out)
-    print(json.dumps(dict(h=args.one[0], w=args.one[1], tile=args.one[2], seconds=round(info['seconds'], 1),
+    print(json.dumps(dict(h=args.one[0], w=args.one[1], tile=args.one[2], precision=info['precision'],
+                          seconds=round(info['seconds'], 1),
                           peak_gib=round(info['peak_rss_gib'], 2))))
 
 
 def measure(args, h: int, w: int, tile: int) -> dict:
     cmd = [sys.executable, __file__, '--one', str(h), str(w), str(tile), '--workdir', args.workdir,
-           '--num-feat', str(args.num_feat), '--num-block', str(args.num_block), '--threads', str(args.threads)]
+           '--num-feat', str(args.num_feat), '--num-block', str(args.num_block), '--threads', str(args.threads),
+           '--precision', args.precision]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode:
         raise RuntimeError(f'{" ".join(cmd)} failed:\n{res.stderr[-2000:]}')
     row = json.loads(res.stdout.strip().splitlines()[-1])
-    print(f"| {h}x{w} ({h * w / 1e6:.2f} MP) | {tile or 'untiled'} | {row['seconds']} | {row['peak_gib']} |",
+    print(f"| {h}x{w} ({h * w / 1e6:.2f} MP) | {tile or 'untiled'} | {row['precision']} | {row['seconds']} | "
+          f"{row['peak_gib']} |",
           flush=True)
     return row
 
@@ -82,6 +85,8 @@ def main() -> None:
     parser.add_argument('--num-feat', type=int, default=64)
     parser.add_argument('--num-block', type=int, default=16)
     parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--precision', default='fp32', choices=('auto', 'fp32', 'bf16', 'fp16'),
+                        help="sdan-zoom's --precision (default: fp32)")
     parser.add_argument('--workdir', default=None, help='where the DNGs and weights go (default: a temp folder)')
     parser.add_argument('--one', type=int, nargs=3, metavar=('H', 'W', 'TILE'), help=argparse.SUPPRESS)
     parser.add_argument('--progress', action='store_true', help=argparse.SUPPRESS)
@@ -91,7 +96,7 @@ def main() -> None:
         return
     args.workdir = args.workdir or tempfile.mkdtemp(prefix='bench_zoom_')
     print(f'SDAN num_feat={args.num_feat} num_block={args.num_block}, {args.threads} threads, {time.ctime()}')
-    print('| mosaic | tile | seconds | peak RSS GiB |\n|---|---|---|---|')
+    print('| mosaic | tile | precision | seconds | peak RSS GiB |\n|---|---|---|---|---|')
     for tile in args.tiles:
         measure(args, *args.image, tile)
     for size in args.sizes:
