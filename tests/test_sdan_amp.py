@@ -205,7 +205,7 @@ def test_validation_amp_and_reference_of_the_target(tmp_path):
 def test_bad_amp_value_names_the_key_and_the_allowed_values(tmp_path, key, value):
     opt = _opt(tmp_path)
     opt[key]['amp'] = value
-    with pytest.raises(ValueError, match=rf"{key}\.amp: .* allowed values: false, 'bf16', 'fp16'"):
+    with pytest.raises(ValueError, match=rf"{key}\.amp: .* allowed values: false, 'bf16', 'fp16', 'auto'"):
         build_model(opt)
 
 
@@ -224,7 +224,7 @@ def test_option_file_check_rejects_bad_amp_and_ref(tmp_path):
 
 def test_parse_amp_and_auto():
     assert [parse_amp(v, 'k') for v in (False, None, 'fp32', 'bf16', 'fp16')] == ['fp32'] * 3 + ['bf16', 'fp16']
-    assert auto_precision('cpu') in ('bf16', 'fp32')
+    assert parse_amp('auto', 'k') == 'auto' and auto_precision('cpu') in ('bf16', 'fp32')
 
 
 @pytest.mark.slow

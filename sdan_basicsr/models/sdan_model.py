@@ -20,7 +20,7 @@ from sdan_basicsr.archs.sdan_arch import pad_to_multiple
 from sdan_basicsr.data.color import match_color
 from sdan_basicsr.data.raw_utils import apply_white_balance
 from sdan_basicsr.losses.masked_dual_l1_loss import MaskedDualL1Loss
-from sdan_basicsr.utils.precision import autocast, parse_amp
+from sdan_basicsr.utils.precision import autocast, parse_amp, resolve
 
 #: What ``val.ref`` may name as SDAN's reference at test time.
 VAL_REFS = ('input', 'target')
@@ -50,7 +50,8 @@ class SDANModel(SRModel):
       ``perceptual_opt`` and, with ``network_d``, ``gan_opt`` / ``optim_d`` / ``net_d_iters`` /
       ``net_d_init_iters`` work as in BasicSR's ``SRGANModel``.
     - A non-finite loss stops training with the iteration named, before the weights are touched (fp32, bf16).
-    - Mixed precision: ``train.amp`` / ``val.amp`` = ``false`` (default, the paper's fp32), ``bf16`` or ``fp16``:
+    - Mixed precision: ``train.amp`` / ``val.amp`` = ``false`` (default, the paper's fp32), ``bf16``, ``fp16`` or
+      ``auto`` (bf16 on a CPU with native bf16 or a GPU that has it, fp16 on other GPUs, else fp32):
       ``torch.autocast`` over the forward passes and the losses of ``net_g`` (and ``net_d``), float32 master
       weights and optimizers; SDAN keeps its precision-critical stages in float32 (see :class:`SDAN`), any other
       arch gets plain autocast. fp16 scales the loss with ``torch.amp.GradScaler``: a step whose gradients
@@ -75,6 +76,8 @@ class SDANModel(SRModel):
             raise ValueError(f'val.ref: {self.val_ref!r} is not one of {VAL_REFS}')
         self.amp_train = parse_amp(opt['train'].get('amp'), 'train.amp') if opt['is_train'] else 'fp32'
         super().__init__(opt)
+        self.amp_train, self.amp_val = resolve(self.amp_train, self.device), resolve(self.amp_val, self.device)
+        get_root_logger().info(f'Precision: training {self.amp_train}, testing {self.amp_val}')
         forward = inspect.signature(self.get_bare_model(self.net_g).forward)
         required = [p for p in forward.parameters.values()
                     if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
@@ -104,7 +107,7 @@ class SDANModel(SRModel):
             self.optimizer_d = self.get_optimizer(optim_opt.pop('type'), self.net_d.parameters(), **optim_opt)
             self.optimizers.append(self.optimizer_d)
         # loss scaling for fp16 (one scaler for net_g and net_d, updated once per iteration); a no-op otherwise
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_train == 'fp16')
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=resolve(self.amp_train, self.device) == 'fp16')
 
     def extra_training_state(self) -> dict:
         """What the ``.state`` file holds besides BasicSR's optimizers and schedulers: the fp16 loss scaler."""

@@ -1,8 +1,9 @@
 """Mixed precision of training, testing and ``sdan-zoom``: the option values, ``auto``'s choice, the autocast context.
 
 One vocabulary everywhere: ``fp32`` (no autocast, the paper's setting), ``bf16`` and ``fp16`` (``torch.autocast``
-with that dtype; float32 master weights). In option files ``train.amp`` / ``val.amp`` take ``false`` (= fp32),
-``bf16`` or ``fp16``. Which layers of SDAN run in low precision is SDAN's own policy (see its docstring).
+with that dtype; float32 master weights) and ``auto`` (:func:`auto_precision` of the device). In option files
+``train.amp`` / ``val.amp`` take ``false`` (= fp32), ``bf16``, ``fp16`` or ``auto``. Which layers of SDAN run in low
+precision is SDAN's own policy (see its docstring).
 """
 import contextlib
 from typing import Optional, Union
@@ -12,18 +13,18 @@ import torch
 #: Precision name → autocast dtype (None: no autocast).
 PRECISIONS = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 #: What an option file may write for ``amp``.
-AMP_VALUES = (False, 'bf16', 'fp16')
+AMP_VALUES = (False, 'bf16', 'fp16', 'auto')
 
 
 def parse_amp(value: Union[bool, str, None], key: str) -> str:
-    """The precision name of option ``key`` = ``value`` (``false``/``~``/``fp32`` → ``fp32``).
+    """The precision name of option ``key`` = ``value`` (``false``/``~``/``fp32`` → ``fp32``; ``auto`` kept).
 
     Raises:
         ValueError: naming ``key`` and the allowed values, for anything else (``fp8``, ``true``, a typo).
     """
     if value is None or value is False or value == 'fp32':
         return 'fp32'
-    if isinstance(value, str) and value in PRECISIONS:
+    if isinstance(value, str) and (value in PRECISIONS or value == 'auto'):
         return value
     allowed = ', '.join(str(v).lower() if isinstance(v, bool) else repr(v) for v in AMP_VALUES)
     raise ValueError(f'{key}: {value!r} is not a supported precision; allowed values: {allowed}')
@@ -46,9 +47,14 @@ def auto_precision(device: Union[str, torch.device]) -> str:
     return 'fp32'
 
 
+def resolve(precision: str, device: Union[str, torch.device]) -> str:
+    """``precision``, or :func:`auto_precision` of ``device`` for ``auto``."""
+    return auto_precision(device) if precision == 'auto' else precision
+
+
 def autocast(device: Union[str, torch.device], precision: str):
-    """``torch.autocast`` on ``device``'s type with ``precision``'s dtype; a no-op context for ``fp32``."""
-    dtype: Optional[torch.dtype] = PRECISIONS[precision]
+    """``torch.autocast`` on ``device``'s type with ``precision``'s dtype (``auto`` resolved); a no-op for ``fp32``."""
+    dtype: Optional[torch.dtype] = PRECISIONS[resolve(precision, device)]
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(torch.device(device).type, dtype=dtype)
