@@ -270,6 +270,21 @@ class SDAN(nn.Module):
     At the defaults it has 1,673,930 parameters (the released model: ~1.67 M; its residual blocks have
     no biases, BasicSR's ``ResidualBlockNoBN`` used here has, +2,048).
 
+    Mixed precision (the policy, applied whenever SDAN runs under ``torch.autocast``, bf16 or fp16): the convolutions
+    of the head, the reference branch, offset_conv1/2, the DCN's own convolution, the body and the tail run in the
+    low precision (nearly all the arithmetic); these stay in float32, and SDAN's four outputs are float32:
+
+    - CPA's energy E = X Xᵀ and its softmax (:class:`_PackedChannelAttention`): E sums h/8·w/8 products and the
+      softmax turns its absolute error into weight error, so a bf16 E (|E| ~ 10³–10⁴, steps of 4–32) scrambles
+      A; A X and CPA's backward run in the low precision;
+    - the offset head offset_conv3 → Θ (and the modulation): a fraction of a pixel matters, and bf16 would
+      quantise |Θ| = 8 px to steps of 1/16 px; the validity mask M' comes from this float32 Θ;
+    - the bilinear warp of the squared DCN (the ``fast`` backend upcasts its convolution's output; the fused
+      C++ kernel runs in float32), and X' = conv_aligned(F^X'), which eq. (6) compares with Y'.
+
+    ``bench/precision_quality.py`` measures what each float32 stage is worth on a trained model; the losses of
+    ``SDANModel`` always run on float32 outputs. Outside autocast the network is plain float32 (or float64).
+
     Table 2 ablations by options: DCN = ``offsets='per_tap', attention='none', flip_ref=False``; SDCN =
     ``attention='none', flip_ref=False``; + CL-Attention = ``attention='ca', flip_ref=False``;
     + CP-Attention = ``flip_ref=False``; ++ Flip Augment = the defaults.
