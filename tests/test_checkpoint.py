@@ -25,6 +25,9 @@ def test_atomic_save_leaves_the_old_file_or_the_whole_new_one(tmp_path, monkeypa
     path = tmp_path / 'net_g_5.pth'
     checkpoint.atomic_save({'params': {'w': torch.ones(3)}}, str(path))
     assert torch.load(path, weights_only=True)['params']['w'].sum() == 3
+    (tmp_path / 'plain').write_bytes(b'')  # the mode any new file gets here (umask), as torch.save(obj, path) gave
+    assert path.stat().st_mode == (tmp_path / 'plain').stat().st_mode
+    (tmp_path / 'plain').unlink()
 
     real_save = torch.save
 

@@ -8,8 +8,8 @@ of the options; the models are saved first and the state last, so a state means 
 import contextlib
 import os
 import re
+import secrets
 import sys
-import tempfile
 import time
 from os import path as osp
 from typing import List, Optional, Tuple
@@ -22,7 +22,8 @@ from basicsr.utils.dist_util import master_only
 STATE_RE = re.compile(r'^(\d+)\.state$')
 #: Suffix of a checkpoint file moved aside by ``--auto_resume`` because it does not load (``10.state.unreadable``).
 ASIDE_SUFFIX = '.unreadable'
-#: Temporary files of :func:`atomic_save` are ``.<final name>.<random>.tmp``; one left over means a save was killed.
+#: Temporary files of :func:`atomic_save` are ``.<final name>.<pid>-<random>.tmp``; one left over means a save was
+#: killed.
 TMP_SUFFIX = '.tmp'
 #: Tries of one save (BasicSR's ``save_network`` / ``save_training_state`` retry loop), one second apart.
 SAVE_RETRIES = 3
@@ -31,11 +32,13 @@ SAVE_RETRIES = 3
 def atomic_save(obj, path: str) -> None:
     """``torch.save(obj, path)`` such that ``path`` is either its old content or the whole new file.
 
-    Writes a temporary file in the same folder, flushes and fsyncs it, then ``os.replace``s it onto ``path``
-    (atomic on POSIX and Windows) and fsyncs the folder. On any error the temporary file is removed.
+    Writes a temporary file in the same folder (created like any file, so the umask sets its mode), flushes and
+    fsyncs it, then ``os.replace``s it onto ``path`` (atomic on POSIX and Windows) and fsyncs the folder. On any
+    error the temporary file is removed.
     """
     folder, name = osp.split(osp.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f'.{name}.', suffix=TMP_SUFFIX, dir=folder)
+    tmp = osp.join(folder, f'.{name}.{os.getpid()}-{secrets.token_hex(4)}{TMP_SUFFIX}')
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_BINARY', 0), 0o666)
     try:
         with os.fdopen(fd, 'wb') as f:
             torch.save(obj, f)
@@ -50,14 +53,15 @@ def atomic_save(obj, path: str) -> None:
 
 
 def _fsync_folder(folder: str) -> None:
-    """Make a rename in ``folder`` durable (POSIX; folders cannot be opened on Windows)."""
+    """Make a rename in ``folder`` durable where the platform allows it (POSIX folders can be fsync'd)."""
     if not hasattr(os, 'O_DIRECTORY'):
         return
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _save_with_retry(obj, path: str, what: str) -> None:
@@ -207,20 +211,20 @@ def _find_on_first_rank(opt: dict) -> Tuple[Optional[str], Optional[dict]]:
 
     if not (opt.get('dist') and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
         return find_resume_state(opt)
-    state_path, state, outcome = None, None, [None]
     if dist.get_rank() == 0:
         try:
             state_path, state = find_resume_state(opt)
-            outcome = [('path', state_path)]
-        except SystemExit as err:
-            outcome = [('exit', str(err))]
+        except BaseException as err:  # the other ranks wait for an answer: give them this one
+            dist.broadcast_object_list([('exit', f'rank 0 could not pick a checkpoint: {err}')], src=0)
+            raise
+        dist.broadcast_object_list([('path', state_path)], src=0)
+        return state_path, state
+    outcome = [None]
     dist.broadcast_object_list(outcome, src=0)
-    kind, value = outcome[0]
+    kind, state_path = outcome[0]
     if kind == 'exit':
-        raise SystemExit(value)
-    if dist.get_rank() != 0 and value is not None:
-        state_path, state = value, _load(value)
-    return state_path, state
+        raise SystemExit(state_path)
+    return (state_path, _load(state_path)) if state_path is not None else (None, None)
 
 
 def load_resume_state(opt: dict) -> Optional[dict]:
