@@ -48,10 +48,11 @@ def _area_resize(img: np.ndarray, long_side: int) -> np.ndarray:
     return cv2.resize(img, (max(1, round(w / factor)), max(1, round(h / factor))), interpolation=cv2.INTER_AREA)
 
 
-def _robust_fit(img: np.ndarray, ref: np.ndarray, valid: np.ndarray, iterations: int) -> np.ndarray:
-    """Iteratively reweighted least squares of ``[img, 1] → ref`` over the ``valid`` pixels; (3, 4) or the identity."""
+def _robust_fit(img: np.ndarray, ref: np.ndarray, valid: np.ndarray, iterations: int) -> Tuple[np.ndarray, float]:
+    """Iteratively reweighted least squares of ``[img, 1] → ref`` over the ``valid`` pixels: the (3, 4) transform
+    (the identity with too few pixels) and the median residual norm it leaves."""
     if valid.sum() < MIN_PIXELS:
-        return identity_transform()
+        return identity_transform(), float('inf')
     gy, gx = np.gradient(ref.mean(-1).astype(np.float64))
     grad = np.hypot(gx, gy)[valid]
     prior = 1 / (1 + (grad / (np.median(grad) + 1e-3))**2)
@@ -71,7 +72,7 @@ def _robust_fit(img: np.ndarray, ref: np.ndarray, valid: np.ndarray, iterations:
         else:
             robust = np.clip(1 - (r / (TUKEY_CUTOFF * scale))**2, 0, None)**2
         weights = prior * robust
-    return coef.T
+    return coef.T, float(np.median(np.linalg.norm(y - x @ coef, axis=1)))
 
 
 def _luminance(img: np.ndarray) -> np.ndarray:
@@ -108,8 +109,8 @@ def fit_color_transform(img: np.ndarray,
        median residual norm as the scale. Outliers such as moved objects or specular highlights drop out. A ridge
        of :data:`RIDGE` towards the identity keeps an image of few colours well posed.
     4. With ``align``, ``img`` mapped by that first fit is aligned to ``ref`` by an affine ECC on the alignment
-       grid, and step 3 is repeated on the aligned image. A misalignment that is left makes least squares
-       underestimate the transform.
+       grid, and step 3 is repeated on the aligned image; that fit is kept if it leaves a median residual no
+       larger than the first. A misalignment that is left makes least squares underestimate the transform.
 
     Args:
         img (ndarray): (H, W, 3) image whose sides are multiples of ``ref``'s, e.g. the zoomed output.
@@ -133,18 +134,20 @@ def fit_color_transform(img: np.ndarray,
     valid = np.all((img > lo) & (img < hi) & (ref > lo) & (ref < hi), axis=-1).astype(np.float32)
     img, ref, valid = (_area_resize(a, ALIGN_SIZE) for a in (img, ref, valid))
 
-    def fit(img_a: np.ndarray, valid_a: np.ndarray) -> np.ndarray:
+    def fit(img_a: np.ndarray, valid_a: np.ndarray) -> Tuple[np.ndarray, float]:
         coarse = [_area_resize(a, FIT_SIZE) for a in (img_a, ref, valid_a)]
         return _robust_fit(coarse[0], coarse[1], coarse[2] > 0.999, iterations)
 
-    transform = fit(img, valid)
+    transform, residual = fit(img, valid)
     warp = _align(apply_color_transform(img, transform), ref, valid > 0.999) if align else None
     if warp is not None:
         size = (ref.shape[1], ref.shape[0])
         flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
         img = cv2.warpAffine(img, warp, size, flags=flags, borderMode=cv2.BORDER_REPLICATE)
         valid = cv2.warpAffine(valid, warp, size, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0) * valid
-        transform = fit(img, valid)
+        aligned, aligned_residual = fit(img, valid)
+        if aligned_residual <= residual:  # an alignment that ECC got wrong is dropped
+            transform = aligned
     return transform
 
 
