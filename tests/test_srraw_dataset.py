@@ -280,3 +280,28 @@ def test_bad_color_augment(demo, aug, message):
     root, _ = demo
     with pytest.raises(ValueError, match=message):
         SRRAWPairedDataset(_opt(root, color_augment=aug))
+
+
+@pytest.mark.parametrize('phase', ['train', 'test'])
+def test_cache_decoded_gives_the_same_items_and_decodes_each_file_once(demo, monkeypatch, phase):
+    root, _ = demo
+    opt = dict(_opt(root, use_hflip=True, use_vflip=True, color_augment=True), phase=phase)
+    if phase == 'test':
+        opt['dataroot'] = str(root / 'test')
+    datasets = {'plain': SRRAWPairedDataset(opt), 'cached': SRRAWPairedDataset(dict(opt, cache_decoded=True))}
+    read_raw, reads = raw_utils.read_raw, []
+    monkeypatch.setattr(raw_utils, 'read_raw', lambda path, *args: reads.append(path) or read_raw(path, *args))
+    items, decoded = {}, {}
+    for name, ds in datasets.items():
+        reads.clear()
+        items[name] = []
+        for _ in range(2):  # two epochs
+            for i in range(len(ds)):
+                random.seed(i)
+                items[name].append({k: v.numpy() for k, v in ds[i].items() if k in ('lq', 'gt', 'lq_rgb', 'wb')})
+        decoded[name] = len(reads)
+    for a, b in zip(items['plain'], items['cached']):
+        for key in a:
+            assert np.array_equal(a[key], b[key]), key
+    files = {s['lq_path'] for s in datasets['plain'].samples}
+    assert decoded == {'plain': 2 * len(datasets['plain']), 'cached': len(files)}

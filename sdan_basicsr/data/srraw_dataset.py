@@ -103,6 +103,9 @@ class SRRAWPairedDataset(data.Dataset):
                 Keys: ``gains`` (float, g_R and g_B log-uniform in [1/gains, gains], default 1.5) and
                 ``exposure`` ([low, high], log-uniform, default [0.6, 1.2]); ``true`` takes both defaults. The
                 colours must then be read off the mosaic itself. Default: None (off).
+            cache_decoded (bool): Keep every decoded RAW mosaic and JPEG in memory (read-only arrays, one copy
+                per data-loader worker), so that each file is decoded once instead of once per item; for trees
+                that fit in memory (the demo's: ~0.5 GB), not for SR-RAW's 42-MP shots. Default: False.
             phase (str): ``train`` (random crops) or ``val``/``test`` (whole images). Default: ``train``.
     """
 
@@ -120,6 +123,7 @@ class SRRAWPairedDataset(data.Dataset):
         self.use_hflip = opt.get('use_hflip', False)
         self.use_vflip = opt.get('use_vflip', False)
         self.color_augment = self._color_augment_options(opt.get('color_augment'))
+        self._decoded = {} if opt.get('cache_decoded', False) else None
         gt_size = int(opt.get('gt_size', 512))
         multiple = self.scale * (2 if self.in_format == 'packed' else 1)
         if gt_size % multiple:
@@ -260,6 +264,16 @@ class SRRAWPairedDataset(data.Dataset):
             return (_centre_biased(width - size, int(flip_x)), _centre_biased(height - size, int(flip_y)), size, size)
         return int(flip_x), int(flip_y), width - 2 * int(flip_x), height - 2 * int(flip_y)
 
+    def _read(self, path: str, raw: bool = False) -> np.ndarray:
+        """The normalised mosaic of a RAW file (``raw``) or the RGB of a JPEG, from the cache when it is on."""
+        if self._decoded is not None and path in self._decoded:
+            return self._decoded[path]
+        img = raw_utils.read_raw(path, self.black_level, self.white_level) if raw else _read_rgb(path)
+        if self._decoded is not None:
+            img.setflags(write=False)  # shared by every later item: a write would be a bug
+            self._decoded[path] = img
+        return img
+
     def __getitem__(self, index: int) -> dict:
         s = self.samples[index]
         bx0, by0, bx1, by1 = s['box']
@@ -269,13 +283,13 @@ class SRRAWPairedDataset(data.Dataset):
         x, y, w, h = self._crop(bx1 - bx0, by1 - by0, flip_x, flip_y)
         x, y = x + bx0, y + by0
 
-        mosaic = raw_utils.read_raw(s['lq_path'], self.black_level, self.white_level)[y:y + h, x:x + w]
+        mosaic = self._read(s['lq_path'], raw=True)[y:y + h, x:x + w]
         scale = self.scale
-        gt = _warp(_read_rgb(s['gt_path']), s['raw_to_hr'] @ raw_utils.grid_matrix(x, y, 1 / scale), w * scale,
+        gt = _warp(self._read(s['gt_path']), s['raw_to_hr'] @ raw_utils.grid_matrix(x, y, 1 / scale), w * scale,
                    h * scale)
         gt = raw_utils.remove_white_balance(gt, s['wb_gt'])
         step = 2 if self.in_format == 'packed' else 1
-        lq_jpg = _read_rgb(s['lq_jpg'])
+        lq_jpg = self._read(s['lq_jpg'])
         lq_rgb = _warp(lq_jpg, s['raw_to_jpg'] @ raw_utils.grid_matrix(x, y, step), w // step, h // step)
         lq_rgb = raw_utils.remove_white_balance(lq_rgb, s['wb_lq'])
 
