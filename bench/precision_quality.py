@@ -6,7 +6,9 @@ Variants (each under every low precision asked for):
 - ``policy``: SDAN as shipped (CPA's energy and softmax, the offset head Θ, the warp and X' in float32);
 - ``cpa-lowp``: CPA's energy E = X Xᵀ and its softmax in the low precision too;
 - ``offsets-lowp``: the offset head and X' (``run_in_float32`` stages of the arch) in the low precision too;
-- ``blanket``: both, i.e. plain autocast over the whole network (the warp still upcasts: the fused kernel is float32).
+- ``warp-lowp``: the squared DCN's bilinear warp in the low precision too (the PyTorch warp: the fused kernel is
+  float32-only);
+- ``blanket``: all three, i.e. plain autocast over the whole network.
 
 Usage: ``python bench/precision_quality.py -opt options/test_sdan_demo.yml [--precisions bf16 fp16]``
 (run from the repository root; the option file's ``path.pretrain_network_g`` is the model tested).
@@ -21,23 +23,25 @@ import yaml
 
 import sdan_basicsr  # noqa: F401  (registers the plugin, applies the basicsr fixes)
 from sdan_basicsr.archs import sdan_arch
+from sdan_basicsr.ops import squared_deform_conv
 
-VARIANTS = ('policy', 'cpa-lowp', 'offsets-lowp', 'blanket')
+VARIANTS = ('policy', 'cpa-lowp', 'offsets-lowp', 'warp-lowp', 'blanket')
 
 
 @contextlib.contextmanager
 def variant(name: str):
     """Switch parts of SDAN's precision policy off for the duration (``policy``: nothing changes)."""
-    saved = sdan_arch.LOW_PRECISION, sdan_arch.run_in_float32
+    saved = sdan_arch.LOW_PRECISION, sdan_arch.run_in_float32, squared_deform_conv.LOW_PRECISION
     if name in ('cpa-lowp', 'blanket'):
         sdan_arch.LOW_PRECISION = ()  # CPA then forms E from X as it comes
-
     if name in ('offsets-lowp', 'blanket'):
         sdan_arch.run_in_float32 = lambda fn, *tensors: fn(*tensors)
+    if name in ('warp-lowp', 'blanket'):
+        squared_deform_conv.LOW_PRECISION = ()  # the convolution's output is then warped as it comes
     try:
         yield
     finally:
-        sdan_arch.LOW_PRECISION, sdan_arch.run_in_float32 = saved
+        sdan_arch.LOW_PRECISION, sdan_arch.run_in_float32, squared_deform_conv.LOW_PRECISION = saved
 
 
 def load_options(path: str) -> dict:
