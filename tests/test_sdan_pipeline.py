@@ -125,7 +125,7 @@ def test_kill_then_auto_resume_matches_uninterrupted_run(demo_root, tmp_path):
     deadline = time.time() + 300
     while not (states / '10.state').exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    time.sleep(0.3)  # let the write of the state finish
+    # no wait: a state appears under its final name only once it is complete (atomic save)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     saved = sorted(int(p.stem) for p in states.glob('*.state'))
