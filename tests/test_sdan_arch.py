@@ -5,6 +5,7 @@ import torch.nn.functional as F
 
 from sdan_basicsr.archs.sdan_arch import (
     SDAN,
+    BayerHead,
     CrossPackingAttention,
     SDANOutput,
     SquaredDeformableAlignment,
@@ -196,12 +197,52 @@ def test_modulation_option_learns_a_per_pixel_scalar():
     net(torch.rand(1, 1, 8, 8), torch.rand(1, 3, 8, 8)).sr.mean().backward()
 
 
+def test_bayer_head_is_one_kernel_per_cfa_site():
+    torch.manual_seed(0)
+    head = BayerHead(5)
+    x = torch.rand(2, 1, 10, 12)
+    out = head(x)
+    # the kernel at a site of plane φ (R 0, Gr 1, Gb 2, B 3) takes tap (dy, dx) from the plane of site φ + (dy, dx)
+    site = torch.tensor([[0, 1], [2, 3]])
+    for py in range(2):
+        for px in range(2):
+            kernel = torch.empty(5, 1, 3, 3)
+            for dy in range(3):
+                for dx in range(3):
+                    kernel[:, 0, dy, dx] = head.weight[:, site[(py + dy - 1) % 2, (px + dx - 1) % 2], dy, dx]
+            expected = F.conv2d(x, kernel, head.bias, padding=1)
+            assert torch.allclose(out[..., py::2, px::2], expected[..., py::2, px::2], atol=1e-6)
+
+
+def test_bayer_head_tells_red_from_blue_where_the_shared_head_cannot():
+    """A red scene's mosaic is a blue scene's moved by one site diagonally: a shared kernel sees the same pattern."""
+    torch.manual_seed(0)
+    red, blue = torch.zeros(1, 1, 16, 16), torch.zeros(1, 1, 16, 16)
+    red[..., 0::2, 0::2] = 1
+    blue[..., 1::2, 1::2] = 1
+    inner = (Ellipsis, slice(2, -2), slice(2, -2))
+    shared = torch.nn.Conv2d(1, 8, 3, 1, 1)
+    assert torch.allclose(shared(red)[inner][..., 1:, 1:], shared(blue)[inner][..., :-1, :-1])
+    head = BayerHead(8)
+    assert not torch.allclose(head(red)[inner][..., 1:, 1:], head(blue)[inner][..., :-1, :-1], atol=1e-3)
+
+
+def test_bayer_head_network_and_bad_mosaic():
+    net = SDAN(cfa_head=True, **TINY)
+    assert 'conv_first.pattern' in net.state_dict()
+    out = net(torch.rand(1, 1, 21, 19), torch.rand(1, 3, 21, 19))  # padded to whole CFA cells inside
+    assert out.sr.shape == (1, 3, 84, 76)
+    with pytest.raises(ValueError, match=r'even height and width, got \(1, 1, 5, 6\)'):
+        BayerHead(4)(torch.rand(1, 1, 5, 6))
+
+
 @pytest.mark.parametrize('kwargs, message', [
     (dict(in_format='packed'), r"num_in_ch=1 does not match in_format='packed', which has 4 channels"),
     (dict(upscale=3), 'upscale must be a power of 2, got 3'),
     (dict(tail_chunk=-1), r'tail_chunk must be >= 0 \(0: whole image\), got -1'),
     (dict(attention='se'), "attention must be 'cpa', 'ca' or 'none', got 'se'"),
     (dict(offsets='per_tap', dcn_backend='fast'), "per_tap offsets need dcn_backend 'auto' or 'torchvision'"),
+    (dict(in_format='rgb', num_in_ch=3, cfa_head=True), "cfa_head is for in_format='bayer', got in_format='rgb'"),
 ])
 def test_bad_options(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -34,7 +34,8 @@ def _random_offsets_net(**kwargs) -> SDAN:
     dict(flip_ref=False),
     dict(in_format='packed', num_in_ch=4, upscale=8),
     dict(image_skip=True),
-], ids=['bayer-flip', 'bayer-noflip', 'packed-flip', 'image-skip'])
+    dict(cfa_head=True),
+], ids=['bayer-flip', 'bayer-noflip', 'packed-flip', 'image-skip', 'cfa-head'])
 def test_tiled_equals_untiled(kwargs):
     net = _random_offsets_net(**kwargs)
     h, w = 54, 77  # not multiples of 8: the padding and the ragged last tiles are exercised
@@ -117,7 +118,9 @@ def test_infer_options_from_weights():
                attention='ca', modulation=True)
     inferred = zoom.infer_sdan_options(net.state_dict(), 'w.pth')
     assert inferred == dict(num_in_ch=4, num_out_ch=3, num_feat=16, num_block=3, upscale=8, in_format='packed',
-                            offsets='squared', attention='ca', flip_ref=False, modulation=True)
+                            offsets='squared', attention='ca', flip_ref=False, modulation=True, cfa_head=False)
+    inferred = zoom.infer_sdan_options(SDAN(num_feat=8, num_block=1, cfa_head=True).state_dict(), 'w.pth')
+    assert inferred['in_format'] == 'bayer' and inferred['num_in_ch'] == 1 and inferred['cfa_head']
 
 
 # ---------------------------------------------------------------- bad input

@@ -71,6 +71,34 @@ def validity_mask(offset: torch.Tensor) -> torch.Tensor:
     return inside.unsqueeze(1).to(offset.dtype)
 
 
+class BayerHead(nn.Conv2d):
+    """The head conv3×3 of a 1-channel RGGB mosaic with one kernel per CFA site (R, Gr, Gb, B).
+
+    The mosaic is split into its four CFA planes (each site's value in its own channel, zeros elsewhere) and
+    convolved by a 4-channel conv3×3: at a site of colour φ, tap t reads only the plane of site φ + t, so the
+    4 × 9 weights of each output channel are exactly one 3×3 kernel per site. A plain conv3×3 on the mosaic
+    (the released head) applies one kernel at every site, so it cannot tell an R site from a B site and the
+    network can only guess colours from the scenes' palette; this head reads them off the mosaic.
+
+    The mosaic must start on an R site (``SRRAWPairedDataset`` and ``pad_to_multiple`` keep that phase); the
+    buffer ``pattern`` (the RGGB layout of the planes) marks such weights in a checkpoint.
+    """
+
+    def __init__(self, out_channels: int):
+        super().__init__(4, out_channels, 3, 1, 1)
+        self.register_buffer('pattern', torch.arange(4).view(2, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        if h % 2 or w % 2:
+            raise ValueError(f'a Bayer mosaic must have even height and width, got {tuple(x.shape)}')
+        packed = F.pixel_unshuffle(x, 2)  # (N, 4, h/2, w/2): the sites of pattern, in its order
+        # planes[:, c, k] = packed[:, k] where site k of the 2×2 cell has colour plane c, else 0
+        mask = F.one_hot(self.pattern.flatten(), 4).t().to(x.dtype)
+        planes = packed.unsqueeze(1) * mask.view(1, 4, 4, 1, 1)
+        return super().forward(F.pixel_shuffle(planes.reshape(n, 16, h // 2, w // 2), 2))
+
+
 #: Rows of the C'×C' attention matrix that :class:`_PackedChannelAttention` handles at once.
 _ATTENTION_ROWS = 512
 
@@ -304,6 +332,10 @@ class SDAN(nn.Module):
         offset_init (str): ``kaiming`` or ``zero``, see :class:`SquaredDeformableAlignment`. Default: ``kaiming``.
         modulation (bool): Learn a per-pixel modulation of the DCN. Default: False.
         dcn_backend (str): ``auto`` (= ``fast``), ``fast``, ``torchvision`` or ``mmcv``. Default: ``auto``.
+        cfa_head (bool): ``bayer`` only: the head convolves the mosaic with one kernel per CFA site
+            (:class:`BayerHead`), so that colours are read off the mosaic. The released head (False) shares one
+            kernel across sites and cannot tell R from B: it learns the training scenes' palette instead of the
+            RAW → RGB mapping (``bench/RESULTS.md``, generalization). Default: False.
         image_skip (bool): Add X' bilinearly upsampled by ``upscale`` to X~, so that the body and tail
             learn only the detail that X' lacks (the global skip of BasicSR's ``MSRResNet``, here from the
             aligned image). Not in the paper; it makes short trainings converge much faster. Default: False.
@@ -327,6 +359,7 @@ class SDAN(nn.Module):
                  offset_init: str = 'kaiming',
                  modulation: bool = False,
                  dcn_backend: str = 'auto',
+                 cfa_head: bool = False,
                  image_skip: bool = False,
                  tail_chunk: int = 128):
         super().__init__()
@@ -337,6 +370,8 @@ class SDAN(nn.Module):
                              f'which has {IN_FORMAT_CHANNELS[in_format]} channels')
         if upscale < 1 or upscale & (upscale - 1):
             raise ValueError(f'upscale must be a power of 2, got {upscale}')
+        if cfa_head and in_format != 'bayer':
+            raise ValueError(f"cfa_head is for in_format='bayer', got in_format={in_format!r}")
         if tail_chunk < 0:
             raise ValueError(f'tail_chunk must be >= 0 (0: whole image), got {tail_chunk}')
         self.num_in_ch = num_in_ch
@@ -346,7 +381,7 @@ class SDAN(nn.Module):
         self.image_skip = image_skip
         self.tail_chunk = tail_chunk
 
-        self.conv_first = nn.Conv2d(num_in_ch, num_feat, 3, 1, 1)
+        self.conv_first = BayerHead(num_feat) if cfa_head else nn.Conv2d(num_in_ch, num_feat, 3, 1, 1)
         self.align = SquaredDeformableAlignment(num_feat, 12 if flip_ref else 3, offsets, attention, offset_init,
                                                 modulation, dcn_backend)
         self.conv_aligned = nn.Conv2d(num_feat, num_out_ch, 3, 1, 1)

@@ -79,7 +79,8 @@ def infer_sdan_options(state_dict: Dict[str, torch.Tensor], path: str) -> dict:
     """SDAN's constructor arguments read off the shapes of its weights.
 
     Rule: ``num_feat``, ``num_in_ch`` from ``conv_first.weight`` (C, in, 3, 3) and ``in_format`` from
-    ``num_in_ch`` (1 bayer, 4 packed, 3 rgb); ``num_out_ch`` from ``conv_last.weight``; ``num_block`` = number of
+    ``num_in_ch`` (1 bayer, 4 packed, 3 rgb), except that ``conv_first.pattern`` marks a
+    :class:`~sdan_basicsr.archs.sdan_arch.BayerHead` (``bayer``, ``cfa_head``, 4 planes); ``num_out_ch`` from ``conv_last.weight``; ``num_block`` = number of
     ``body.<i>`` blocks; ``upscale`` = 2 ** number of ``upsample.<i>.weight`` convs; ``flip_ref`` when
     ``align.conv_ref.weight`` takes 12 channels (3 without); ``offsets`` / ``modulation`` from the output
     channels of ``align.offset_conv3`` (2 squared, 18 per-tap, +1 with modulation); ``attention`` ``cpa`` when
@@ -98,6 +99,9 @@ def infer_sdan_options(state_dict: Dict[str, torch.Tensor], path: str) -> dict:
         raise ZoomError(f'weights {path} are not SDAN weights: no {", ".join(missing)} '
                         f'(first keys: {", ".join(list(state_dict)[:4])})')
     num_feat, num_in_ch = state_dict['conv_first.weight'].shape[:2]
+    cfa_head = 'conv_first.pattern' in state_dict
+    if cfa_head:
+        num_in_ch = IN_FORMAT_CHANNELS['bayer']
     formats = {c: f for f, c in IN_FORMAT_CHANNELS.items()}
     if num_in_ch not in formats:
         raise ZoomError(f'weights {path}: conv_first.weight takes {num_in_ch} channels, none of the in_formats '
@@ -124,7 +128,8 @@ def infer_sdan_options(state_dict: Dict[str, torch.Tensor], path: str) -> dict:
         offsets='squared' if offset_ch < 18 else 'per_tap',
         attention=attention,
         flip_ref=state_dict['align.conv_ref.weight'].shape[1] == 12,
-        modulation=offset_ch % 2 == 1)
+        modulation=offset_ch % 2 == 1,
+        cfa_head=cfa_head)
 
 
 def _network_options(opt_path: str) -> dict:

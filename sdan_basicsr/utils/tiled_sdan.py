@@ -12,7 +12,7 @@ from basicsr.archs.rcan_arch import ChannelAttention
 from torch import nn
 from tqdm import tqdm
 
-from sdan_basicsr.archs.sdan_arch import CPA_PACKING, SDAN, CrossPackingAttention, SDANOutput, pad_to_multiple
+from sdan_basicsr.archs.sdan_arch import CPA_PACKING, SDAN, BayerHead, CrossPackingAttention, SDANOutput, pad_to_multiple
 from sdan_basicsr.ops.mixed_precision import run_in_float32
 
 #: A box (y0, y1, x0, x1) on the padded input grid, end exclusive.
@@ -135,8 +135,10 @@ class _TiledSDAN:
         return torch.cat([ref, flip_h, flip_w, flip_hw], dim=1)
 
     def head(self, box: Box) -> torch.Tensor:
-        """F^X on ``box``."""
-        return self.net.relu(self.net.conv_first(self.x[..., box[0]:box[1], box[2]:box[3]]))
+        """F^X on ``box`` (for a :class:`BayerHead`, computed on ``box`` grown to whole 2×2 CFA cells)."""
+        window = _grow(box, 0, self.size, 2) if isinstance(self.net.conv_first, BayerHead) else box
+        feat = self.net.relu(self.net.conv_first(self.x[..., window[0]:window[1], window[2]:window[3]]))
+        return _crop(feat, window, box)
 
     def offset_branch(self, window: Box, stage: int) -> torch.Tensor:
         """On ``window``: CPA1's input (stage 1), CPA2's input (stage 2) or (Θ, modulation or None) (stage 3)."""
