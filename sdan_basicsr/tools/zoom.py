@@ -80,7 +80,8 @@ def infer_sdan_options(state_dict: Dict[str, torch.Tensor], path: str) -> dict:
 
     Rule: ``num_feat``, ``num_in_ch`` from ``conv_first.weight`` (C, in, 3, 3) and ``in_format`` from
     ``num_in_ch`` (1 bayer, 4 packed, 3 rgb), except that ``conv_first.pattern`` marks a
-    :class:`~sdan_basicsr.archs.sdan_arch.BayerHead` (``bayer``, ``cfa_head``, 4 planes); ``num_out_ch`` from ``conv_last.weight``; ``num_block`` = number of
+    :class:`~sdan_basicsr.archs.sdan_arch.BayerHead` (``bayer`` with ``cfa_head``, 4 planes); ``num_out_ch``
+    from ``conv_last.weight``; ``num_block`` = number of
     ``body.<i>`` blocks; ``upscale`` = 2 ** number of ``upsample.<i>.weight`` convs; ``flip_ref`` when
     ``align.conv_ref.weight`` takes 12 channels (3 without); ``offsets`` / ``modulation`` from the output
     channels of ``align.offset_conv3`` (2 squared, 18 per-tap, +1 with modulation); ``attention`` ``cpa`` when

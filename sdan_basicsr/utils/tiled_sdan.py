@@ -12,7 +12,14 @@ from basicsr.archs.rcan_arch import ChannelAttention
 from torch import nn
 from tqdm import tqdm
 
-from sdan_basicsr.archs.sdan_arch import CPA_PACKING, SDAN, BayerHead, CrossPackingAttention, SDANOutput, pad_to_multiple
+from sdan_basicsr.archs.sdan_arch import (
+    CPA_PACKING,
+    SDAN,
+    BayerHead,
+    CrossPackingAttention,
+    SDANOutput,
+    pad_to_multiple,
+)
 from sdan_basicsr.ops.mixed_precision import run_in_float32
 
 #: A box (y0, y1, x0, x1) on the padded input grid, end exclusive.
