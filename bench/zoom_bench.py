@@ -31,15 +31,18 @@ sys.path.insert(0, ROOT)
 
 from sdan_basicsr.tools.demo import DEMO_TREE, demo_tree_params, read_image_metrics, read_test_metrics  # noqa: E402
 
+#: The demo's SDAN; ``cfa_head`` (not in the released code) lets its head tell the mosaic's CFA sites apart. BasicSR's
+#: MSRResNet has a plain head on the mosaic, which cannot (see ``SDAN``'s ``cfa_head``).
 SDAN_NET = {'type': 'SDAN', 'num_in_ch': 1, 'num_out_ch': 3, 'num_feat': 16, 'num_block': 4, 'upscale': 4,
-            'in_format': 'bayer'}
+            'in_format': 'bayer', 'cfa_head': True}
 #: row → (table, label, network_g overrides (None: bicubic, no training), in_format, pixel loss)
 ROWS = {
     'bicubic': ('Table 1', 'Bicubic (camera JPEG)', None, 'rgb', None),
     'msrresnet_l1': ('Table 1', 'MSRResNet, L1 on misaligned pairs (RAW)',
                      {'type': 'MSRResNet', 'num_in_ch': 1, 'num_out_ch': 3, 'num_feat': 32, 'num_block': 4,
                       'upscale': 4}, 'bayer', {'type': 'L1Loss'}),
-    'sdan_rgb': ('Table 1', 'SDAN (RGB input)', dict(SDAN_NET, num_in_ch=3, in_format='rgb'), 'rgb', 'dual'),
+    'sdan_rgb': ('Table 1', 'SDAN (RGB input)', dict(SDAN_NET, num_in_ch=3, in_format='rgb', cfa_head=False), 'rgb',
+                 'dual'),
     'sdan_raw': ('Table 1 / Table 2', 'SDAN (RAW input) = ++ Flip Augment', SDAN_NET, 'bayer', 'dual'),
     'dcn': ('Table 2', 'DCN', dict(SDAN_NET, offsets='per_tap', attention='none', flip_ref=False), 'bayer', 'dual'),
     'sdcn': ('Table 2', 'SDCN', dict(SDAN_NET, attention='none', flip_ref=False), 'bayer', 'dual'),
@@ -69,13 +72,15 @@ def _network(row, image_skip):
     return net
 
 
-def _train_opt(row, data, iters, batch, image_skip, seed=None):
+def _train_opt(row, data, iters, batch, image_skip, seed=None, amp=None):
     with open(osp.join(ROOT, 'options', 'train_sdan_demo.yml'), encoding='utf-8') as f:
         opt = yaml.safe_load(f)
     _, _, _, in_format, loss = ROWS[row]
     opt['name'] = f'zoom_bench_{row}'
     if seed is not None:
         opt['manual_seed'] = seed
+    if amp is not None:
+        opt['train']['amp'] = amp
     for split, folder in (('train', 'train'), ('val', 'test')):
         opt['datasets'][split].update(dataroot=osp.join(data, folder), in_format=in_format)
     opt['datasets']['train']['batch_size_per_gpu'] = batch
@@ -114,7 +119,8 @@ def _run_row(row, data, opts, args):
     The result is kept in ``rows/<row>.json`` with the options and demo tree it came from, and reused when they are
     unchanged.
     """
-    train_opt = _train_opt(row, data, args.iters, args.batch, args.image_skip, args.seed) if ROWS[row][2] else None
+    train_opt = (_train_opt(row, data, args.iters, args.batch, args.image_skip, args.seed, args.amp)
+                 if ROWS[row][2] else None)
     weights = (osp.join(args.work, 'experiments', f'zoom_bench_{row}', 'models', 'net_g_latest.pth')
                if train_opt else None)
     test_opt = _test_opt(row, data, weights, args.image_skip)
@@ -215,8 +221,12 @@ def main():
                         help="non-affine misalignment of the demo tree (the README demo's by default)")
     parser.add_argument('--image-skip', action='store_true', help="SDAN rows with SDAN's image_skip option on")
     parser.add_argument('--seed', type=int, help="manual_seed of the trained rows (default: the demo option file's)")
+    parser.add_argument('--amp', choices=('false', 'bf16', 'fp16', 'auto'),
+                        help="train.amp of the trained rows (default: the demo option file's)")
     parser.add_argument('--out', default=osp.join(ROOT, 'bench', 'zoom_bench.md'))
     args = parser.parse_args()
+    if args.amp == 'false':
+        args.amp = False
 
     from sdan_basicsr.tools.make_demo import make_demo, read_meta
 
@@ -234,11 +244,13 @@ def main():
 
     png = osp.splitext(args.out)[0] + '_curves.png'
     _plot(curves, results, png)
-    extra = (' --image-skip' if args.image_skip else '') + (f' --seed {args.seed}' if args.seed is not None else '')
+    extra = ((' --image-skip' if args.image_skip else '') + (f' --seed {args.seed}' if args.seed is not None else '') +
+             (f' --amp {args.amp or "false"}' if args.amp is not None else ''))
     lines = [f'Command: `python bench/zoom_bench.py --iters {args.iters} --batch {args.batch} '
              f'--residual {args.residual:g}{extra} --rows {" ".join(args.rows)}`; demo tree: {args.scenes} scenes '
              f'({tree["num_test"]} held out), shots {args.size} px, residual misalignment {args.residual:g}.',
-             f'Budget per trained row: {args.iters} iterations, batch {args.batch}, Adam 1e-3 cosine to 1e-5.', '',
+             f'Budget per trained row: {args.iters} iterations, batch {args.batch}, Adam 1e-3 cosine to 1e-5, '
+             f'train.amp {_train_opt("sdan_raw", data, 1, 1, False, amp=args.amp)["train"].get("amp", False)}.', '',
              '| table | row | parameters | PSNR | SSIM | LPIPS | train time (s) '
              '| val PSNR during training (iteration) |',
              '|---|---|---|---|---|---|---|---|']
