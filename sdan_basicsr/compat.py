@@ -1,7 +1,8 @@
 """Fixes that make basicsr 1.4.2 run on today's torch/torchvision, on CPU and GPU alike, and from its own launchers.
 
 Rows 1-10 are the compatibility table of the project's design notes; row 11 (``launch_root``) and row 12
-(``_launcher_parse_options``) let ``python -m basicsr.train`` / ``python basicsr/train.py`` run the plugin. ``apply()``
+(``_launcher_parse_options``) let ``python -m basicsr.train`` / ``python basicsr/train.py`` run the plugin; row 13
+makes ``--force_yml manual_seed=N`` seed the run. ``apply()``
 also installs the crash-safe saves of ``sdan_basicsr/utils/checkpoint.py``. It is idempotent and must run before the
 first ``import basicsr``: ``import sdan_basicsr`` does it, and so does the import hook ``sdan_basicsr_autoload`` when
 basicsr is imported first.
@@ -84,19 +85,28 @@ def _is_basicsr_train_script(module) -> bool:
 
 
 def _launcher_parse_options(parse_options):
-    """Rows 11 and 12: ``basicsr.utils.options.parse_options`` for BasicSR's own launchers.
+    """Rows 11, 12 and 13: ``basicsr.utils.options.parse_options`` for every launcher.
 
     Row 12: run as ``__main__``, ``basicsr/train.py`` is a second copy of the module whose
     ``load_resume_state`` was replaced; ``train_pipeline`` calls ``parse_options`` first and looks
     ``load_resume_state`` up afterwards, so it is replaced here in that copy too.
+
+    Row 13: basicsr seeds the random generators *before* it applies ``--force_yml``, so a forced
+    ``manual_seed`` was logged as the run's seed but never used. The generators are seeded again
+    with the final ``manual_seed`` (no random number is drawn in between, so an unforced seed gives
+    the same state as before).
     """
 
     @functools.wraps(parse_options)
     def launcher_parse_options(root_path, is_train=True):
+        from basicsr.utils import set_random_seed
+
         main = sys.modules.get('__main__')
         if is_train and _is_basicsr_train_script(main):
             main.load_resume_state = load_resume_state
-        return parse_options(launch_root(root_path), is_train)
+        opt, args = parse_options(launch_root(root_path), is_train)
+        set_random_seed(opt['manual_seed'] + opt['rank'])
+        return opt, args
 
     launcher_parse_options.basicsr_parse_options = parse_options
     return launcher_parse_options

@@ -123,6 +123,22 @@ def test_row6_local_rank_argument_is_stripped(monkeypatch):
     assert sys.argv == ['train.py', '-opt', 'x.yml']
 
 
-def test_row4_patched_functions_are_installed():
+def test_row13_forced_manual_seed_seeds_the_run(tmp_path, monkeypatch):
+    from basicsr.utils import options
+
+    opt_file = tmp_path / 'opt.yml'
+    opt_file.write_text('name: seed_check\nmodel_type: SDANModel\nscale: 4\nnum_gpu: 0\nmanual_seed: 0\n'
+                        'datasets: {}\npath: {}\n')
+    monkeypatch.setenv('SDAN_ROOT', str(tmp_path))
+    draws = {}
+    for forced in ([], ['--force_yml', 'manual_seed=7']):
+        monkeypatch.setattr(sys, 'argv', ['test.py', '-opt', str(opt_file), *forced])
+        opt, _ = options.parse_options(str(tmp_path), is_train=False)
+        draws[opt['manual_seed']] = torch.rand(3)
+    assert set(draws) == {0, 7}
+    for seed, drawn in draws.items():
+        torch.manual_seed(seed)
+        assert torch.equal(drawn, torch.rand(3)), f'manual_seed {seed} did not seed the run'
+
     assert dist_util._init_dist_pytorch is compat._init_dist_pytorch
     assert dist_util._init_dist_slurm is compat._init_dist_slurm
