@@ -1,14 +1,12 @@
 """Training loss and validation PSNR of the same training in two precisions (same options and seed), in one PNG.
 
 Usage: ``python bench/precision_curves.py --run fp32=ROOT_A:EXPERIMENT_A --run bf16=ROOT_B:EXPERIMENT_B -o out.png``
-where ``ROOT`` holds ``experiments/<EXPERIMENT>/train_*.log`` (with the ``.yml`` copy BasicSR writes beside it).
+where ``ROOT`` holds ``experiments/<EXPERIMENT>/train_*.log``; more ``--run`` flags add curves (differences are to the
+first).
 Prints the validation PSNR of each run at every validation and the differences to the first run.
 """
 import argparse
-import glob
-from os import path as osp
 
-import yaml
 from zoom_bench import _curve
 
 
@@ -21,9 +19,7 @@ def main() -> None:
     for spec in args.run:
         label, location = spec.split('=', 1)
         root, name = location.rsplit(':', 1)
-        opt_file = sorted(glob.glob(osp.join(root, 'experiments', name, '*.yml')))[-1]
-        with open(opt_file, encoding='utf-8') as f:
-            curves[label] = _curve(root, name, yaml.safe_load(f))
+        curves[label] = _curve(root, name)
     first = next(iter(curves))
     print('iteration ' + ' '.join(f'{label:>10}' for label in curves) + ' ' +
           ' '.join(f'{"Δ" + label:>10}' for label in list(curves)[1:]))

@@ -127,7 +127,7 @@ def _run_row(row, data, opts, args):
     record = osp.join(args.work, 'rows', f'{row}.json')
 
     def log_curve():
-        return _curve(args.work, f'zoom_bench_{row}', train_opt) if train_opt else ([], [])
+        return _curve(args.work, f'zoom_bench_{row}') if train_opt else ([], [])
 
     if osp.isfile(record):
         with open(record, encoding='utf-8') as f:
@@ -150,18 +150,24 @@ def _run_row(row, data, opts, args):
     return result, log_curve()
 
 
-def _curve(work, name, train_opt):
+def _curve(work, name):
     """(iteration, training loss) and (iteration, validation PSNR) points of experiment ``name``'s log.
 
-    BasicSR validates at every multiple of ``val_freq`` and once more at the end of training (dropped here).
+    A validation is placed at the last iteration logged before it (BasicSR logs iteration ``k · print_freq`` before
+    it validates there, so this is exact when ``print_freq`` divides ``val_freq``); the extra validation at the end
+    of training repeats the last one's iteration and is dropped. Read from the log, not the option file, so that
+    ``--force_yml`` changes count.
     """
-    val_freq, total = train_opt['val']['val_freq'], train_opt['train']['total_iter']
     text = ''.join(open(p, encoding='utf-8').read()
                    for p in sorted(glob.glob(osp.join(work, 'experiments', name, f'train_{name}_*.log'))))
-    losses = [(int(i.replace(',', '')), float(v)) for i, v in re.findall(r'iter:\s*([\d,]+),.*?l_pix: ([-+0-9.eE]+)',
-                                                                            text)]
-    psnrs = [float(v) for v in re.findall(r'# psnr: ([-+0-9.eE]+)', text)][:total // val_freq]
-    return losses, [((i + 1) * val_freq, v) for i, v in enumerate(psnrs)]
+    losses, psnrs, last = [], [], 0
+    for m in re.finditer(r'iter:\s*([\d,]+),.*?l_pix: ([-+0-9.eE]+)|# psnr: ([-+0-9.eE]+)', text):
+        if m.group(1):
+            last = int(m.group(1).replace(',', ''))
+            losses.append((last, float(m.group(2))))
+        elif not psnrs or psnrs[-1][0] != last:
+            psnrs.append((last, float(m.group(3))))
+    return losses, psnrs
 
 
 def _write(dir_, name, opt):
