@@ -14,6 +14,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--run', action='append', required=True, help='LABEL=ROOT:EXPERIMENT (first: reference)')
     parser.add_argument('-o', '--output', required=True, help='PNG to write')
+    parser.add_argument('--title', default='the same training (options, seed) in each precision')
     args = parser.parse_args()
     curves = {}
     for spec in args.run:
@@ -40,7 +41,7 @@ def main() -> None:
     ax_psnr.set(xlabel='iteration', ylabel='PSNR (dB), held-out scenes', title='validation PSNR')
     ax_loss.legend()
     ax_psnr.legend()
-    fig.suptitle('the same training (options, seed) in each precision')
+    fig.suptitle(args.title)
     fig.tight_layout()
     fig.savefig(args.output, dpi=100)
     print(f'wrote {args.output}')
