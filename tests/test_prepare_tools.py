@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sdan_basicsr.data import raw_utils
-from sdan_basicsr.tools.demo import DEMO_TREE
+from sdan_basicsr.tools.demo import DEMO_TREE, TRAIN_OPT, trained_with_other_options
 from sdan_basicsr.tools.make_demo import (
     EXPOSURE,
     FOCAL_LENGTHS,
@@ -142,3 +142,20 @@ def test_demo_test_split_holds_unseen_photos_and_palettes():
     assert not any(vary for _, vary in test[:len(TEST_PHOTOS)])
     displayed = {p: (photo_linear(p)**(1 / raw_utils.JPEG_GAMMA)).reshape(-1, 3).mean(0) for p, _ in test}
     assert {1, 2} <= {int(np.argmax(m)) for m in displayed.values()}  # a green- and a blue-dominant photograph
+
+
+def test_demo_trains_anew_after_its_options_changed(tmp_path):
+    import os.path as osp
+
+    import yaml
+
+    from sdan_basicsr.launch import REPO_ROOT
+
+    with open(osp.join(REPO_ROOT, TRAIN_OPT), encoding='utf-8') as f:
+        opt = yaml.safe_load(f)
+    assert not trained_with_other_options(str(tmp_path), osp.join(REPO_ROOT, TRAIN_OPT))  # nothing trained yet
+    (tmp_path / 'train_demo.yml').write_text(yaml.safe_dump(opt))
+    assert not trained_with_other_options(str(tmp_path), osp.join(REPO_ROOT, TRAIN_OPT))
+    opt['network_g'].pop('cfa_head')  # an earlier demo's network
+    (tmp_path / 'train_demo.yml').write_text(yaml.safe_dump(opt))
+    assert trained_with_other_options(str(tmp_path), osp.join(REPO_ROOT, TRAIN_OPT))

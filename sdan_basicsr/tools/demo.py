@@ -244,6 +244,16 @@ def _experiment_name(opt_path: str) -> str:
     return _load_opt(opt_path)['name']
 
 
+def trained_with_other_options(experiment: str, opt_path: str) -> bool:
+    """True if ``experiment`` (a training folder) holds the option file of another network or training schedule
+    than ``opt_path`` (its checkpoints could then not be resumed with ``opt_path``)."""
+    copies = sorted(glob.glob(osp.join(experiment, '*.yml')), key=osp.getmtime)
+    if not copies:
+        return False
+    saved, wanted = _load_opt(copies[-1]), _load_opt(opt_path)
+    return any(saved.get(key) != wanted.get(key) for key in ('network_g', 'train'))
+
+
 def _with_matched(rows: Dict[str, Dict[str, float]]) -> Dict[str, Dict[str, float]]:
     """Each method's metrics, and those after colour matching (``<metric>_color_matched``) as a row of their own."""
     from sdan_basicsr.models.sdan_model import COLOR_MATCHED
@@ -308,6 +318,10 @@ def main(argv=None) -> None:
         make_demo(DEMO_DATA, **DEMO_TREE)
         # a model trained on another tree must not be resumed
         shutil.rmtree(osp.join('experiments', _experiment_name(TRAIN_OPT)), ignore_errors=True)
+    experiment = osp.join('experiments', _experiment_name(TRAIN_OPT))
+    if not args.skip_train and trained_with_other_options(experiment, TRAIN_OPT):
+        print(f'{experiment} was trained with other options (an earlier demo): training anew', flush=True)
+        shutil.rmtree(experiment)
     if not args.skip_train:
         _launch('train.py', TRAIN_OPT, '--auto_resume')
     rows, images = {}, {}
