@@ -72,9 +72,14 @@ def _network(row, image_skip):
     return net
 
 
-def _train_opt(row, data, iters, batch, image_skip, seed=None, amp=None):
+def _demo_options():
+    """The README demo's training options, on which every trained row is built."""
     with open(osp.join(ROOT, 'options', 'train_sdan_demo.yml'), encoding='utf-8') as f:
-        opt = yaml.safe_load(f)
+        return yaml.safe_load(f)
+
+
+def _train_opt(row, data, iters, batch, image_skip, seed=None, amp=None):
+    opt = _demo_options()
     _, _, _, in_format, loss = ROWS[row]
     opt['name'] = f'zoom_bench_{row}'
     if seed is not None:
@@ -233,6 +238,7 @@ def main():
     args = parser.parse_args()
     if args.amp == 'false':
         args.amp = False
+    amp = args.amp if args.amp is not None else _demo_options()['train'].get('amp', False)
 
     from sdan_basicsr.tools.make_demo import make_demo, read_meta
 
@@ -256,7 +262,7 @@ def main():
              f'--residual {args.residual:g}{extra} --rows {" ".join(args.rows)}`; demo tree: {args.scenes} scenes '
              f'({tree["num_test"]} held out), shots {args.size} px, residual misalignment {args.residual:g}.',
              f'Budget per trained row: {args.iters} iterations, batch {args.batch}, Adam 1e-3 cosine to 1e-5, '
-             f'train.amp {_train_opt("sdan_raw", data, 1, 1, False, amp=args.amp)["train"].get("amp", False)}.', '',
+             f'train.amp {amp}.', '',
              '| table | row | parameters | PSNR | SSIM | LPIPS | train time (s) '
              '| val PSNR during training (iteration) |',
              '|---|---|---|---|---|---|---|---|']

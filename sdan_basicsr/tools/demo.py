@@ -312,17 +312,17 @@ def main(argv=None) -> None:
 
     from sdan_basicsr.tools.make_demo import make_demo, read_meta
 
+    experiment = osp.join('experiments', _experiment_name(TRAIN_OPT))
     if demo_tree_params(DEMO_DATA) != DEMO_TREE:
         print(f'making the demo SR-RAW tree at {DEMO_DATA}', flush=True)
         shutil.rmtree(DEMO_DATA, ignore_errors=True)
         make_demo(DEMO_DATA, **DEMO_TREE)
         # a model trained on another tree must not be resumed
-        shutil.rmtree(osp.join('experiments', _experiment_name(TRAIN_OPT)), ignore_errors=True)
-    experiment = osp.join('experiments', _experiment_name(TRAIN_OPT))
-    if not args.skip_train and trained_with_other_options(experiment, TRAIN_OPT):
-        print(f'{experiment} was trained with other options (an earlier demo): training anew', flush=True)
-        shutil.rmtree(experiment)
+        shutil.rmtree(experiment, ignore_errors=True)
     if not args.skip_train:
+        if trained_with_other_options(experiment, TRAIN_OPT):
+            print(f'{experiment} was trained with other options (an earlier demo): training anew', flush=True)
+            shutil.rmtree(experiment)
         _launch('train.py', TRAIN_OPT, '--auto_resume')
     rows, images = {}, {}
     for label, opt in TEST_OPTS.items():
