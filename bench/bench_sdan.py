@@ -21,7 +21,7 @@ from bench_util import device_name, pick_device, synchronize  # noqa: E402
 
 from sdan_basicsr.archs.sdan_arch import SDAN, CrossPackingAttention
 from sdan_basicsr.ops.squared_deform_conv import warp_implementation
-from sdan_basicsr.utils.precision import PRECISIONS, autocast
+from sdan_basicsr.utils.precision import PRECISIONS, autocast, memory_format
 
 NEW_ATTEND = CrossPackingAttention.attend
 
@@ -218,8 +218,9 @@ def bench_training(args: argparse.Namespace, device: torch.device) -> None:
         x, ref, target = make_inputs(batch, side, device)
         first = make_model('fast', device)
         models = {cell: make_model(cell[0], device) for cell in cells}
-        for model in models.values():
+        for cell, model in models.items():  # in SDANModel's memory format of the cell's precision
             model.load_state_dict(first.state_dict())
+            model.to(memory_format=memory_format(device, cell[1]))
         optims = {c: torch.optim.Adam(m.parameters(), lr=2e-4, betas=(0.9, 0.99)) for c, m in models.items()}
         scalers = {c: torch.amp.GradScaler(device.type, enabled=c[1] == 'fp16') for c in cells}
         outs, grads, times = {}, {}, {c: [] for c in cells}

@@ -88,6 +88,10 @@ def test_low_precision_training_step_stays_close_to_float32(tmp_path, amp):
     loss, ref_loss = model.log_dict['l_pix'], ref_model.log_dict['l_pix']
     assert abs(loss - ref_loss) <= TOLERANCE[amp] * ref_loss
     assert model.output.dtype == torch.float32  # the losses run on float32 outputs
+    # on a CPU the low-precision network trains in channels_last (oneDNN's NHWC kernels), float32 stays contiguous
+    weight, ref_weight = model.net_g.body[0].conv1.weight, ref_model.net_g.body[0].conv1.weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    assert ref_weight.is_contiguous()
     for p in model.net_g.parameters():
         assert p.dtype == torch.float32  # float32 master weights
     grad, ref_grad = (torch.cat([p.grad.flatten() for p in m.net_g.parameters()]) for m in (model, ref_model))

@@ -20,7 +20,7 @@ from sdan_basicsr.archs.sdan_arch import pad_to_multiple
 from sdan_basicsr.data.color import match_color
 from sdan_basicsr.data.raw_utils import apply_white_balance
 from sdan_basicsr.losses.masked_dual_l1_loss import MaskedDualL1Loss
-from sdan_basicsr.utils.precision import autocast, parse_amp, resolve
+from sdan_basicsr.utils.precision import autocast, memory_format, parse_amp, resolve
 
 #: What ``val.ref`` may name as SDAN's reference at test time.
 VAL_REFS = ('input', 'target')
@@ -54,7 +54,7 @@ class SDANModel(SRModel):
       ``auto`` (bf16 on a CPU with native bf16 or a GPU that has it, fp16 on other GPUs, else fp32):
       ``torch.autocast`` over the forward passes and the losses of ``net_g`` (and ``net_d``), float32 master
       weights and optimizers; SDAN keeps its precision-critical stages in float32 (see :class:`SDAN`), any other
-      arch gets plain autocast. fp16 scales the loss with ``torch.amp.GradScaler``: a step whose gradients
+      arch gets plain autocast; on a CPU the networks then train in channels_last. fp16 scales the loss with ``torch.amp.GradScaler``: a step whose gradients
       overflow is skipped and logged, not an error; the scaler's state is saved in the ``.state`` file and
       restored on resume.
     - ``val.ref``: SDAN's reference at test time, ``input`` (default: the input shot's RGB, as the paper's
@@ -84,6 +84,13 @@ class SDANModel(SRModel):
         self.uses_ref = len(required) >= 2
 
     # ---------------------------------------------------------------- training set-up
+    def model_to_device(self, net):
+        """BasicSR's, after the training precision's memory format (channels_last for bf16/fp16 on a CPU, see
+        :func:`~sdan_basicsr.utils.precision.memory_format`); before any DDP wrapping, so its buckets match."""
+        if self.opt['is_train']:
+            net = net.to(memory_format=memory_format(self.device, self.amp_train))
+        return super().model_to_device(net)
+
     def init_training_settings(self):
         self.net_d = None
         if self.opt.get('network_d'):

@@ -52,6 +52,15 @@ def resolve(precision: str, device: Union[str, torch.device]) -> str:
     return auto_precision(device) if precision == 'auto' else precision
 
 
+def memory_format(device: Union[str, torch.device], precision: str) -> torch.memory_format:
+    """The memory format of a network trained in ``precision`` on ``device``: ``channels_last`` for bf16/fp16 on a
+    CPU, where oneDNN's low-precision convolutions otherwise reorder every NCHW map to NHWC and back (measured:
+    a bf16 training step of the default SDAN at 8×144² in 12.4 s instead of 22.0 s, ``bench/RESULTS.md``);
+    ``contiguous_format`` otherwise, so that fp32 training is unchanged to the last bit."""
+    low = PRECISIONS[resolve(precision, device)] is not None
+    return torch.channels_last if low and torch.device(device).type == 'cpu' else torch.contiguous_format
+
+
 def autocast(device: Union[str, torch.device], precision: str):
     """``torch.autocast`` on ``device``'s type with ``precision``'s dtype (``auto`` resolved); a no-op for ``fp32``."""
     dtype: Optional[torch.dtype] = PRECISIONS[resolve(precision, device)]
