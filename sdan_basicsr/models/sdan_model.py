@@ -54,9 +54,9 @@ class SDANModel(SRModel):
       ``auto`` (bf16 on a CPU with native bf16 or a GPU that has it, fp16 on other GPUs, else fp32):
       ``torch.autocast`` over the forward passes and the losses of ``net_g`` (and ``net_d``), float32 master
       weights and optimizers; SDAN keeps its precision-critical stages in float32 (see :class:`SDAN`), any other
-      arch gets plain autocast; on a CPU the networks then train in channels_last. fp16 scales the loss with ``torch.amp.GradScaler``: a step whose gradients
-      overflow is skipped and logged, not an error; the scaler's state is saved in the ``.state`` file and
-      restored on resume.
+      arch gets plain autocast; on a CPU the networks then train in channels_last. fp16 scales the loss with
+      ``torch.amp.GradScaler``: a step whose gradients overflow is skipped and logged, not an error; the scaler's
+      state is saved in the ``.state`` file and restored on resume.
     - ``val.ref``: SDAN's reference at test time, ``input`` (default: the input shot's RGB, as the paper's
       validation) or ``target`` (the target bicubic-downsampled to the input grid, as the released test code).
     - Testing pads inputs to a multiple of ``val.pad_multiple`` (default 32) and crops back; metrics
