@@ -80,7 +80,7 @@ def test_amp_off_is_the_plain_float32_step(tmp_path):
 
 @pytest.mark.parametrize('amp', ['bf16', 'fp16'])
 def test_low_precision_training_step_stays_close_to_float32(tmp_path, amp):
-    ref_model, model = _model(tmp_path), _model(tmp_path, amp)
+    ref_model, model = _model(tmp_path, channels_last=True), _model(tmp_path, amp, channels_last=True)
     assert torch.equal(_params(ref_model.net_g), _params(model.net_g))
     for m in (ref_model, model):
         m.feed_data(_batch())
@@ -88,7 +88,7 @@ def test_low_precision_training_step_stays_close_to_float32(tmp_path, amp):
     loss, ref_loss = model.log_dict['l_pix'], ref_model.log_dict['l_pix']
     assert abs(loss - ref_loss) <= TOLERANCE[amp] * ref_loss
     assert model.output.dtype == torch.float32  # the losses run on float32 outputs
-    # on a CPU the low-precision network trains in channels_last (oneDNN's NHWC kernels), float32 stays contiguous
+    # train.channels_last: the low-precision network trains in channels_last on a CPU, float32 stays contiguous
     weight, ref_weight = model.net_g.body[0].conv1.weight, ref_model.net_g.body[0].conv1.weight
     assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
     assert ref_weight.is_contiguous()

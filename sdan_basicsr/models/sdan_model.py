@@ -54,7 +54,8 @@ class SDANModel(SRModel):
       ``auto`` (bf16 on a CPU with native bf16 or a GPU that has it, fp16 on other GPUs, else fp32):
       ``torch.autocast`` over the forward passes and the losses of ``net_g`` (and ``net_d``), float32 master
       weights and optimizers; SDAN keeps its precision-critical stages in float32 (see :class:`SDAN`), any other
-      arch gets plain autocast; on a CPU the networks then train in channels_last. fp16 scales the loss with
+      arch gets plain autocast; ``train.channels_last: true`` then trains them in channels_last on a CPU (faster
+      for the default SDAN, slower for the demo's 16-feature one: ``bench/RESULTS.md``). fp16 scales the loss with
       ``torch.amp.GradScaler``: a step whose gradients overflow is skipped and logged, not an error; the scaler's
       state is saved in the ``.state`` file and restored on resume.
     - ``val.ref``: SDAN's reference at test time, ``input`` (default: the input shot's RGB, as the paper's
@@ -85,9 +86,9 @@ class SDANModel(SRModel):
 
     # ---------------------------------------------------------------- training set-up
     def model_to_device(self, net):
-        """BasicSR's, after the training precision's memory format (channels_last for bf16/fp16 on a CPU, see
+        """BasicSR's, after ``train.channels_last: true``'s memory format (channels_last for bf16/fp16 on a CPU, see
         :func:`~sdan_basicsr.utils.precision.memory_format`); before any DDP wrapping, so its buckets match."""
-        if self.opt['is_train']:
+        if self.opt['is_train'] and self.opt['train'].get('channels_last', False):
             net = net.to(memory_format=memory_format(self.device, self.amp_train))
         return super().model_to_device(net)
 

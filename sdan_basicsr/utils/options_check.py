@@ -12,7 +12,8 @@ REQUIRED_TOP = ('name', 'model_type', 'datasets', 'network_g', 'path')
 #: Keys of ``train:`` that BasicSR's SR/GAN/video models read.
 KNOWN_TRAIN = ('ema_decay', 'optim_g', 'optim_d', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt',
                'perceptual_opt', 'gan_opt', 'ldl_opt', 'net_d_iters', 'net_d_init_iters', 'fix_flow', 'flow_lr_mul',
-               'tsa_iter', 'dcn_lr_mul', 'r1_reg_weight', 'path_reg_weight', 'use_grad_clip', 'gt_size', 'amp')
+               'tsa_iter', 'dcn_lr_mul', 'r1_reg_weight', 'path_reg_weight', 'use_grad_clip', 'gt_size', 'amp',
+               'channels_last')
 REQUIRED_TRAIN = ('optim_g', 'total_iter')
 KNOWN_VAL = ('val_freq', 'save_img', 'metrics', 'suffix', 'pbar', 'pad_multiple', 'flip_seq', 'center_frame_only',
              'amp', 'ref', 'match_color')
