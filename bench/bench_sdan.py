@@ -218,7 +218,7 @@ def bench_training(args: argparse.Namespace, device: torch.device) -> None:
         x, ref, target = make_inputs(batch, side, device)
         first = make_model('fast', device)
         models = {cell: make_model(cell[0], device) for cell in cells}
-        for cell, model in models.items():  # in SDANModel's memory format of the cell's precision
+        for cell, model in models.items():  # as SDANModel with train.channels_last: true
             model.load_state_dict(first.state_dict())
             model.to(memory_format=memory_format(device, cell[1]))
         optims = {c: torch.optim.Adam(m.parameters(), lr=2e-4, betas=(0.9, 0.99)) for c, m in models.items()}
