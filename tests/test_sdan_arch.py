@@ -167,6 +167,28 @@ def test_image_skip_adds_the_upsampled_aligned_image():
     assert torch.allclose(out_skip.sr, out.sr + base, atol=1e-6)
 
 
+def test_in_gamma_feeds_the_head_the_gamma_encoded_mosaic():
+    torch.manual_seed(0)
+    linear = SDAN(**TINY, cfa_head=True).eval()
+    encoded = SDAN(**TINY, cfa_head=True, in_gamma=2.2).eval()
+    assert float(encoded.state_dict()['input_gamma']) == pytest.approx(2.2)
+    encoded.load_state_dict({**linear.state_dict(), 'input_gamma': torch.tensor(2.2)})
+    x, ref = torch.rand(1, 1, 16, 24) - 0.01, torch.rand(1, 3, 16, 24)  # a few values below black
+    with torch.no_grad():
+        out, expected = encoded(x, ref), linear(x.clamp(min=0)**(1 / 2.2), ref)
+    for name, a, b in zip(out._fields, out, expected):
+        torch.testing.assert_close(a, b, msg=name)
+    # weights of an encoded input do not load into a linear-input network, nor the other way round
+    with pytest.raises(RuntimeError, match='input_gamma'):
+        linear.load_state_dict(encoded.state_dict())
+    with pytest.raises(RuntimeError, match='input_gamma'):
+        encoded.load_state_dict(linear.state_dict())
+    with pytest.raises(ValueError, match='in_gamma'):
+        SDAN(**TINY, in_format='rgb', num_in_ch=3, in_gamma=2.2)
+    with pytest.raises(ValueError, match='in_gamma'):
+        SDAN(**TINY, in_gamma=0)
+
+
 @pytest.mark.parametrize('upscale', [1, 2, 4, 8])
 @pytest.mark.parametrize('rows', [1, 3, 7])
 def test_tail_by_strips_equals_the_whole_tail(upscale, rows):

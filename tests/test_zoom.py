@@ -35,7 +35,8 @@ def _random_offsets_net(**kwargs) -> SDAN:
     dict(in_format='packed', num_in_ch=4, upscale=8),
     dict(image_skip=True),
     dict(cfa_head=True),
-], ids=['bayer-flip', 'bayer-noflip', 'packed-flip', 'image-skip', 'cfa-head'])
+    dict(cfa_head=True, in_gamma=2.2),
+], ids=['bayer-flip', 'bayer-noflip', 'packed-flip', 'image-skip', 'cfa-head', 'in-gamma'])
 def test_tiled_equals_untiled(kwargs):
     net = _random_offsets_net(**kwargs)
     h, w = 54, 77  # not multiples of 8: the padding and the ragged last tiles are exercised
@@ -118,9 +119,11 @@ def test_infer_options_from_weights():
                attention='ca', modulation=True)
     inferred = zoom.infer_sdan_options(net.state_dict(), 'w.pth')
     assert inferred == dict(num_in_ch=4, num_out_ch=3, num_feat=16, num_block=3, upscale=8, in_format='packed',
-                            offsets='squared', attention='ca', flip_ref=False, modulation=True, cfa_head=False)
-    inferred = zoom.infer_sdan_options(SDAN(num_feat=8, num_block=1, cfa_head=True).state_dict(), 'w.pth')
+                            offsets='squared', attention='ca', flip_ref=False, modulation=True, cfa_head=False,
+                            in_gamma=1.)
+    inferred = zoom.infer_sdan_options(SDAN(num_feat=8, num_block=1, cfa_head=True, in_gamma=2.2).state_dict(), 'w.pth')
     assert inferred['in_format'] == 'bayer' and inferred['num_in_ch'] == 1 and inferred['cfa_head']
+    assert inferred['in_gamma'] == pytest.approx(2.2)
 
 
 # ---------------------------------------------------------------- bad input

@@ -339,6 +339,13 @@ class SDAN(nn.Module):
         image_skip (bool): Add X' bilinearly upsampled by ``upscale`` to X~, so that the body and tail
             learn only the detail that X' lacks (the global skip of BasicSR's ``MSRResNet``, here from the
             aligned image). Not in the paper; it makes short trainings converge much faster. Default: False.
+        in_gamma (float): ``bayer``/``packed`` only: the network sees the mosaic gamma-encoded, X ** (1 / in_gamma)
+            per site (clamped at 0), instead of linear. The output is gamma-encoded RGB (the JPEG's tone curve),
+            so the head then only interpolates each channel's own sites; from a linear mosaic a small network must
+            build the steep x ** (1 / 2.2) near black out of ReLUs, and leaks bright channels into a dim one (blue
+            under warm light read +70 % too high, ``bench/RESULTS.md``). Like ``img_range`` of BasicSR's EDSR, it
+            is a fixed input encoding; the RAW → RGB mapping is still learned. Other than 1 (the paper's linear
+            input), it is saved with the weights as the buffer ``input_gamma``. Default: 1.
         tail_chunk (int): When no gradient is recorded, run the tail on strips of this many input rows
             (each with a halo of 2 rows, more than the tail's reach), so that inference holds the tail's
             4C-channel map at 2x and C-channel map at s x for one strip instead of the whole image: the
@@ -361,7 +368,8 @@ class SDAN(nn.Module):
                  dcn_backend: str = 'auto',
                  cfa_head: bool = False,
                  image_skip: bool = False,
-                 tail_chunk: int = 128):
+                 tail_chunk: int = 128,
+                 in_gamma: float = 1.):
         super().__init__()
         if in_format not in IN_FORMAT_CHANNELS:
             raise ValueError(f'in_format must be one of {sorted(IN_FORMAT_CHANNELS)}, got {in_format!r}')
@@ -374,12 +382,18 @@ class SDAN(nn.Module):
             raise ValueError(f"cfa_head is for in_format='bayer', got in_format={in_format!r}")
         if tail_chunk < 0:
             raise ValueError(f'tail_chunk must be >= 0 (0: whole image), got {tail_chunk}')
+        if in_gamma <= 0 or (in_gamma != 1 and in_format == 'rgb'):
+            raise ValueError(f"in_gamma must be > 0, and 1 for in_format='rgb' (a JPEG is gamma-encoded already), "
+                             f'got in_gamma={in_gamma} with in_format={in_format!r}')
         self.num_in_ch = num_in_ch
         self.upscale = upscale
         self.in_format = in_format
         self.flip_ref = flip_ref
         self.image_skip = image_skip
         self.tail_chunk = tail_chunk
+        self.in_gamma = float(in_gamma)
+        if in_gamma != 1:  # recorded in the weights: they load only into a network that encodes its input alike
+            self.register_buffer('input_gamma', torch.tensor(self.in_gamma))
 
         self.conv_first = BayerHead(num_feat) if cfa_head else nn.Conv2d(num_in_ch, num_feat, 3, 1, 1)
         self.align = SquaredDeformableAlignment(num_feat, 12 if flip_ref else 3, offsets, attention, offset_init,
@@ -402,6 +416,12 @@ class SDAN(nn.Module):
             raise ValueError(f'ref must have shape ({x.shape[0]}, 3, {x.shape[2]}, {x.shape[3]}) to match x '
                              f'{tuple(x.shape)}, got {tuple(ref.shape)}')
 
+    def encode_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The mosaic as the head sees it: X ** (1 / in_gamma), clamped at 0 (``in_gamma``; X itself at 1)."""
+        if self.in_gamma == 1:
+            return x
+        return x.float().clamp(min=0).pow(1 / self.in_gamma).to(x.dtype)
+
     def tail(self, feat: torch.Tensor) -> torch.Tensor:
         """X~ = conv_last(upsample(feat)); by strips of ``tail_chunk`` rows when no gradient is recorded."""
         rows = self.tail_chunk
@@ -420,6 +440,7 @@ class SDAN(nn.Module):
     def forward(self, x: torch.Tensor, ref: torch.Tensor) -> SDANOutput:
         self._check(x, ref)
         h, w = x.shape[2:]
+        x = self.encode_input(x)
         x, ref = pad_to_multiple(x, CPA_PACKING), pad_to_multiple(ref, CPA_PACKING)
         if self.flip_ref:
             ref = torch.cat([ref, ref.flip(2), ref.flip(3), ref.flip(2, 3)], dim=1)

@@ -86,6 +86,7 @@ def infer_sdan_options(state_dict: Dict[str, torch.Tensor], path: str) -> dict:
     ``align.conv_ref.weight`` takes 12 channels (3 without); ``offsets`` / ``modulation`` from the output
     channels of ``align.offset_conv3`` (2 squared, 18 per-tap, +1 with modulation); ``attention`` ``cpa`` when
     ``align.offset_att1.gamma`` exists, ``ca`` when ``align.offset_att1.attention.1.weight`` does, else ``none``.
+    ``in_gamma`` from the buffer ``input_gamma`` (1 without it).
     ``offset_init`` and ``dcn_backend`` do not show in the weights and keep their defaults.
 
     Args:
@@ -130,7 +131,8 @@ def infer_sdan_options(state_dict: Dict[str, torch.Tensor], path: str) -> dict:
         attention=attention,
         flip_ref=state_dict['align.conv_ref.weight'].shape[1] == 12,
         modulation=offset_ch % 2 == 1,
-        cfa_head=cfa_head)
+        cfa_head=cfa_head,
+        in_gamma=float(state_dict['input_gamma']) if 'input_gamma' in state_dict else 1.)
 
 
 def _network_options(opt_path: str) -> dict:

@@ -263,7 +263,7 @@ def tiled_forward(net: SDAN,
     net._check(x, ref)
     tile = -(-tile // CPA_PACKING) * CPA_PACKING
     n, _, h, w = x.shape
-    run = _TiledSDAN(net, pad_to_multiple(x, CPA_PACKING), pad_to_multiple(ref, CPA_PACKING))
+    run = _TiledSDAN(net, pad_to_multiple(net.encode_input(x), CPA_PACKING), pad_to_multiple(ref, CPA_PACKING))
     tiles = _tiles(run.size, tile)
     bar = tqdm(total=3 * len(tiles), unit='tile', disable=not progress)
 
