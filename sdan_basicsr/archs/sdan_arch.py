@@ -342,10 +342,11 @@ class SDAN(nn.Module):
         in_gamma (float): ``bayer``/``packed`` only: the network sees the mosaic gamma-encoded, X ** (1 / in_gamma)
             per site (clamped at 0), instead of linear. The output is gamma-encoded RGB (the JPEG's tone curve),
             so the head then only interpolates each channel's own sites; from a linear mosaic a small network must
-            build the steep x ** (1 / 2.2) near black out of ReLUs, and leaks bright channels into a dim one (blue
-            under warm light read +70 % too high, ``bench/RESULTS.md``). Like ``img_range`` of BasicSR's EDSR, it
-            is a fixed input encoding; the RAW → RGB mapping is still learned. Other than 1 (the paper's linear
-            input), it is saved with the weights as the buffer ``input_gamma``. Default: 1.
+            build the steep x ** (1 / 2.2) near black out of ReLUs, and leaks bright channels into a dim one (a flat
+            warm patch's blue read +74 % too high in linear terms; +11 % with ``in_gamma=2.2``, ``bench/RESULTS.md``).
+            Like ``img_range`` of BasicSR's EDSR, it is a fixed input encoding; the RAW → RGB mapping is still
+            learned. Other than 1 (the paper's linear input), it is saved with the weights as the buffer
+            ``input_gamma``. Default: 1.
         tail_chunk (int): When no gradient is recorded, run the tail on strips of this many input rows
             (each with a halo of 2 rows, more than the tail's reach), so that inference holds the tail's
             4C-channel map at 2x and C-channel map at s x for one strip instead of the whole image: the

@@ -19,12 +19,12 @@ import numpy as np
 from sdan_basicsr.launch import REPO_ROOT, project_root
 
 DEMO_DATA = osp.join('datasets', 'sdan_demo')
-#: The demo tree: 12 training scenes (scikit-image's 6 training photographs twice, each time under another random
+#: The demo tree: 24 training scenes (scikit-image's 6 training photographs four times, each time under another random
 #: colour variation) and 5 held-out scenes (``make_demo.TEST_PHOTOS``: photographs never trained on, blue- and
 #: green-dominant ones among them). Shots are 768 px wide, with a non-affine misalignment of about 3 px left after
 #: the ECC affine (``bench/zoom_ceiling.py`` shows why: at ``make_demo``'s default of 8 px even a perfect zoom
 #: scores only 1 dB above bicubic against the target shots).
-DEMO_TREE = dict(num_scenes=17, num_test=5, size=768, seed=0, shift=20., residual=3., color_variation=True)
+DEMO_TREE = dict(num_scenes=29, num_test=5, size=768, seed=0, shift=20., residual=3., color_variation=True)
 TRAIN_OPT = osp.join('options', 'train_sdan_demo.yml')
 TEST_OPTS = {'Bicubic': osp.join('options', 'baselines', 'test_bicubic_demo.yml'),
              'SDAN': osp.join('options', 'test_sdan_demo.yml')}
