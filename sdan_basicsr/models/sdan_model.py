@@ -3,11 +3,13 @@
 Training feeds {X, Y'} (Y' = the target bicubic-downsampled to the input grid), testing {X, X_rgb}.
 """
 import inspect
+import math
 from collections import OrderedDict
 from os import path as osp
 
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.functional as TF
 from basicsr.archs import build_network
 from basicsr.losses import build_loss
 from basicsr.metrics import calculate_metric
@@ -31,6 +33,22 @@ COLOR_MATCHED = '_color_matched'
 def downsample_to(img: torch.Tensor, size) -> torch.Tensor:
     """Y' of the paper: ``img`` bicubic-downsampled (antialiased) to ``size`` (h, w)."""
     return F.interpolate(img, size=tuple(size), mode='bicubic', align_corners=False, antialias=True)
+
+
+def blur_reference(ref: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``ref`` under a Gaussian blur of standard deviation ``sigma`` pixels (kernel ±3σ, reflected borders)."""
+    if sigma == 0:
+        return ref
+    return TF.gaussian_blur(ref, [2 * math.ceil(3 * sigma) + 1] * 2, [sigma, sigma])
+
+
+def parse_ref_blur(value, key: str = 'train.ref_blur') -> float:
+    """``train.ref_blur`` as a float σ ≥ 0 (None/false: 0); anything else is an error naming ``key``."""
+    if value is None or value is False:
+        return 0.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f'{key}: {value!r} is not a Gaussian sigma >= 0 in input pixels (0 or false: off)')
+    return float(value)
 
 
 def image_name(lq_path: str) -> str:
@@ -58,6 +76,12 @@ class SDANModel(SRModel):
       for the default SDAN, slower for the demo's 16-feature one: ``bench/RESULTS.md``). fp16 scales the loss with
       ``torch.amp.GradScaler``: a step whose gradients overflow is skipped and logged, not an error; the scaler's
       state is saved in the ``.state`` file and restored on resume.
+    - ``train.ref_blur: σ`` (default 0, the paper's Y'): the network's training reference is Y' under a Gaussian
+      blur of σ input pixels, so that it carries the target's geometry but not more detail than the input's own
+      RGB, the reference at test time; eq. (6)'s X' term still compares with the sharp Y'. Without it a long
+      training learns to take detail from Y' through the offsets, which the test-time reference does not have
+      (``bench/RESULTS.md``, generalization; ``bench/ref_blur_fit.py`` measures the σ that makes Y' look like
+      the input's RGB).
     - ``val.ref``: SDAN's reference at test time, ``input`` (default: the input shot's RGB, as the paper's
       validation) or ``target`` (the target bicubic-downsampled to the input grid, as the released test code).
     - Testing pads inputs to a multiple of ``val.pad_multiple`` (default 32) and crops back; metrics
@@ -76,6 +100,7 @@ class SDANModel(SRModel):
         if self.val_ref not in VAL_REFS:
             raise ValueError(f'val.ref: {self.val_ref!r} is not one of {VAL_REFS}')
         self.amp_train = parse_amp(opt['train'].get('amp'), 'train.amp') if opt['is_train'] else 'fp32'
+        self.ref_blur = parse_ref_blur(opt['train'].get('ref_blur')) if opt['is_train'] else 0.
         super().__init__(opt)
         self.amp_train, self.amp_val = resolve(self.amp_train, self.device), resolve(self.amp_val, self.device)
         get_root_logger().info(f'Precision: training {self.amp_train}, testing {self.amp_val}')
@@ -151,6 +176,7 @@ class SDANModel(SRModel):
 
     def optimize_parameters(self, current_iter):
         ref = downsample_to(self.gt, self.lq.shape[-2:]) if self.uses_ref else None
+        net_ref = blur_reference(ref, self.ref_blur) if self.uses_ref else None
         step_g = self.net_d is None or (current_iter % self.net_d_iters == 0
                                         and current_iter > self.net_d_init_iters)
         loss_dict = OrderedDict()
@@ -159,7 +185,7 @@ class SDANModel(SRModel):
                 p.requires_grad = False
 
         self.optimizer_g.zero_grad()
-        self.output, aligned, mask = self._forward_float(self.net_g, self.lq, ref, self.amp_train)
+        self.output, aligned, mask = self._forward_float(self.net_g, self.lq, net_ref, self.amp_train)
         if step_g:
             with autocast(self.device, self.amp_train):
                 l_total = self._generator_losses(loss_dict, aligned, ref, mask)

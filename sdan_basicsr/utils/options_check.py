@@ -13,7 +13,7 @@ REQUIRED_TOP = ('name', 'model_type', 'datasets', 'network_g', 'path')
 KNOWN_TRAIN = ('ema_decay', 'optim_g', 'optim_d', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt',
                'perceptual_opt', 'gan_opt', 'ldl_opt', 'net_d_iters', 'net_d_init_iters', 'fix_flow', 'flow_lr_mul',
                'tsa_iter', 'dcn_lr_mul', 'r1_reg_weight', 'path_reg_weight', 'use_grad_clip', 'gt_size', 'amp',
-               'channels_last')
+               'channels_last', 'ref_blur')
 REQUIRED_TRAIN = ('optim_g', 'total_iter')
 KNOWN_VAL = ('val_freq', 'save_img', 'metrics', 'suffix', 'pbar', 'pad_multiple', 'flip_seq', 'center_frame_only',
              'amp', 'ref', 'match_color')
@@ -38,8 +38,8 @@ def _check_keys(where: str, section: Dict, known: Iterable[str], required: Itera
 
 
 def _check_values(opt: Dict, path: str) -> List[str]:
-    """The values of ``train.amp``, ``val.amp`` and ``val.ref``, as the model would reject them."""
-    from sdan_basicsr.models.sdan_model import VAL_REFS
+    """The values of ``train.amp``, ``train.ref_blur``, ``val.amp`` and ``val.ref``, as the model would reject them."""
+    from sdan_basicsr.models.sdan_model import VAL_REFS, parse_ref_blur
     from sdan_basicsr.utils.precision import parse_amp
 
     errors = []
@@ -49,6 +49,11 @@ def _check_values(opt: Dict, path: str) -> List[str]:
                 parse_amp(opt[section]['amp'], f'{section}.amp')
             except ValueError as err:
                 errors.append(f'{path}: {err}')
+    if isinstance(opt.get('train'), dict) and 'ref_blur' in opt['train']:
+        try:
+            parse_ref_blur(opt['train']['ref_blur'])
+        except ValueError as err:
+            errors.append(f'{path}: {err}')
     ref = (opt.get('val') or {}).get('ref', 'input') if isinstance(opt.get('val'), dict) else 'input'
     if ref not in VAL_REFS:
         errors.append(f'{path}: val.ref: {ref!r} is not one of {VAL_REFS}')

@@ -1,0 +1,66 @@
+"""SDANModel's training reference: Y' by default, Y' blurred with ``train.ref_blur``, eq. (6) on the sharp Y'."""
+import pytest
+import torch
+import yaml
+from basicsr.models import build_model
+from test_sdan_amp import _batch, _opt
+
+from sdan_basicsr.models.sdan_model import blur_reference, downsample_to
+from sdan_basicsr.utils.options_check import OptionError, check_option_file
+
+
+def _spied_step(tmp_path, **train):
+    """One training step; returns (reference the network saw, Y' the loss saw, the batch)."""
+    torch.manual_seed(0)
+    model = build_model(_opt(tmp_path, **train))
+    seen = {}
+    forward, loss = model.net_g.forward, model.cri_pix.forward
+
+    def net_spy(lq, ref):
+        seen['net_ref'] = ref.clone()
+        return forward(lq, ref)
+
+    def loss_spy(sr, gt, aligned, aligned_gt, mask):
+        seen['loss_ref'] = aligned_gt.clone()
+        return loss(sr, gt, aligned, aligned_gt, mask)
+
+    model.net_g.forward, model.cri_pix.forward = net_spy, loss_spy
+    batch = _batch(side=24)
+    model.feed_data(batch)
+    model.optimize_parameters(1)
+    return seen['net_ref'], seen['loss_ref'], batch
+
+
+def test_default_reference_is_the_downsampled_target(tmp_path):
+    net_ref, loss_ref, batch = _spied_step(tmp_path)
+    target = downsample_to(batch['gt'], (24, 24))
+    assert torch.equal(net_ref, target) and torch.equal(loss_ref, target)
+
+
+def test_ref_blur_feeds_the_network_a_blurred_reference_and_the_loss_the_sharp_one(tmp_path):
+    net_ref, loss_ref, batch = _spied_step(tmp_path, ref_blur=0.8)
+    target = downsample_to(batch['gt'], (24, 24))
+    assert torch.equal(loss_ref, target)
+    torch.testing.assert_close(net_ref, blur_reference(target, 0.8))
+    assert (net_ref - target).abs().mean() > 0.02  # the blur is really there (0.034 on this noise)
+
+
+def test_blur_reference_keeps_flat_fields_and_damps_the_finest_pattern():
+    flat = torch.full((1, 3, 16, 16), 0.3)
+    torch.testing.assert_close(blur_reference(flat, 1.5), flat)
+    checker = ((torch.arange(16).view(-1, 1) + torch.arange(16)) % 2).float().expand(1, 3, 16, 16)
+    assert torch.equal(blur_reference(checker, 0), checker)
+    amplitude = blur_reference(checker, 0.8)[..., 4:-4, 4:-4]
+    assert float(amplitude.max() - amplitude.min()) < 0.1  # exp(-2 π² σ² / 4) ≈ 0.04 at the Nyquist frequency
+
+
+@pytest.mark.parametrize('value', [-0.5, 'wide', True, float('nan')])
+def test_bad_ref_blur_names_the_key(tmp_path, value):
+    with pytest.raises(ValueError, match=r'train\.ref_blur: .* sigma >= 0'):
+        build_model(_opt(tmp_path, ref_blur=value))
+    opt = _opt(tmp_path, ref_blur=value)
+    opt['datasets'] = {'train': {'type': 'SRRAWPairedDataset'}}
+    path = tmp_path / 'bad.yml'
+    path.write_text(yaml.safe_dump(opt))
+    with pytest.raises(OptionError, match=r'train\.ref_blur'):
+        check_option_file(str(path), is_train=True)
