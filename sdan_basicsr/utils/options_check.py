@@ -43,17 +43,13 @@ def _check_values(opt: Dict, path: str) -> List[str]:
     from sdan_basicsr.utils.precision import parse_amp
 
     errors = []
-    for section in ('train', 'val'):
-        if isinstance(opt.get(section), dict) and 'amp' in opt[section]:
+    for section, key, parse in (('train', 'amp', parse_amp), ('val', 'amp', parse_amp),
+                                ('train', 'ref_blur', parse_ref_blur)):
+        if isinstance(opt.get(section), dict) and key in opt[section]:
             try:
-                parse_amp(opt[section]['amp'], f'{section}.amp')
+                parse(opt[section][key], f'{section}.{key}')
             except ValueError as err:
                 errors.append(f'{path}: {err}')
-    if isinstance(opt.get('train'), dict) and 'ref_blur' in opt['train']:
-        try:
-            parse_ref_blur(opt['train']['ref_blur'])
-        except ValueError as err:
-            errors.append(f'{path}: {err}')
     ref = (opt.get('val') or {}).get('ref', 'input') if isinstance(opt.get('val'), dict) else 'input'
     if ref not in VAL_REFS:
         errors.append(f'{path}: val.ref: {ref!r} is not one of {VAL_REFS}')
