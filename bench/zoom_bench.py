@@ -31,18 +31,26 @@ sys.path.insert(0, ROOT)
 
 from sdan_basicsr.tools.demo import DEMO_TREE, demo_tree_params, read_image_metrics, read_test_metrics  # noqa: E402
 
-#: The demo's SDAN; ``cfa_head`` (not in the released code) lets its head tell the mosaic's CFA sites apart. BasicSR's
-#: MSRResNet has a plain head on the mosaic, which cannot (see ``SDAN``'s ``cfa_head``).
-SDAN_NET = {'type': 'SDAN', 'num_in_ch': 1, 'num_out_ch': 3, 'num_feat': 16, 'num_block': 4, 'upscale': 4,
-            'in_format': 'bayer', 'cfa_head': True}
+
+def _demo_options():
+    """The README demo's training options, on which every trained row is built."""
+    with open(osp.join(ROOT, 'options', 'train_sdan_demo.yml'), encoding='utf-8') as f:
+        return yaml.safe_load(f)
+
+
+#: The demo's SDAN (its option file's ``network_g``, ``image_skip`` left to ``--image-skip``); ``cfa_head`` (not in the
+#: released code) lets its head tell the mosaic's CFA sites apart. BasicSR's MSRResNet has a plain head on the mosaic,
+#: which cannot (see ``SDAN``'s ``cfa_head``). The RGB row reads the camera JPEG, gamma-encoded already (``in_gamma``
+#: 1).
+SDAN_NET = {k: v for k, v in _demo_options()['network_g'].items() if k != 'image_skip'}
 #: row → (table, label, network_g overrides (None: bicubic, no training), in_format, pixel loss)
 ROWS = {
     'bicubic': ('Table 1', 'Bicubic (camera JPEG)', None, 'rgb', None),
     'msrresnet_l1': ('Table 1', 'MSRResNet, L1 on misaligned pairs (RAW)',
                      {'type': 'MSRResNet', 'num_in_ch': 1, 'num_out_ch': 3, 'num_feat': 32, 'num_block': 4,
                       'upscale': 4}, 'bayer', {'type': 'L1Loss'}),
-    'sdan_rgb': ('Table 1', 'SDAN (RGB input)', dict(SDAN_NET, num_in_ch=3, in_format='rgb', cfa_head=False), 'rgb',
-                 'dual'),
+    'sdan_rgb': ('Table 1', 'SDAN (RGB input)',
+                 dict(SDAN_NET, num_in_ch=3, in_format='rgb', cfa_head=False, in_gamma=1.), 'rgb', 'dual'),
     'sdan_raw': ('Table 1 / Table 2', 'SDAN (RAW input) = ++ Flip Augment', SDAN_NET, 'bayer', 'dual'),
     'dcn': ('Table 2', 'DCN', dict(SDAN_NET, offsets='per_tap', attention='none', flip_ref=False), 'bayer', 'dual'),
     'sdcn': ('Table 2', 'SDCN', dict(SDAN_NET, attention='none', flip_ref=False), 'bayer', 'dual'),
@@ -70,12 +78,6 @@ def _network(row, image_skip):
     if net is not None and net['type'] == 'SDAN' and image_skip:
         net['image_skip'] = True
     return net
-
-
-def _demo_options():
-    """The README demo's training options, on which every trained row is built."""
-    with open(osp.join(ROOT, 'options', 'train_sdan_demo.yml'), encoding='utf-8') as f:
-        return yaml.safe_load(f)
 
 
 def _train_opt(row, data, iters, batch, image_skip, seed=None, amp=None):

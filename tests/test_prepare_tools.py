@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sdan_basicsr.data import raw_utils
-from sdan_basicsr.tools.demo import DEMO_TREE, TRAIN_OPT, trained_with_other_options
+from sdan_basicsr.tools.demo import CROP_BORDER, DEMO_TREE, TRAIN_OPT, mean_colour, trained_with_other_options
 from sdan_basicsr.tools.make_demo import (
     EXPOSURE,
     FOCAL_LENGTHS,
@@ -159,3 +159,27 @@ def test_demo_trains_anew_after_its_options_changed(tmp_path):
     opt['network_g'].pop('cfa_head')  # an earlier demo's network
     (tmp_path / 'train_demo.yml').write_text(yaml.safe_dump(opt))
     assert trained_with_other_options(str(tmp_path), osp.join(REPO_ROOT, TRAIN_OPT))
+
+
+def test_mean_colour_readings_part_with_where_an_image_is_blurred():
+    """The demo's two colour readings: a blur of the 8-bit values keeps their means and lowers the linear ones; a blur
+    in linear light keeps the linear means and raises the 8-bit ones. BGR in, R/G/B out, inside the border crop."""
+    rng = np.random.default_rng(0)
+    img = np.zeros((160, 160, 3), np.uint8)
+    img[..., 0] = rng.choice([10, 240], size=(160, 160))  # blue: high contrast
+    img[..., 1] = 128
+    img[..., 2] = 60
+    np.testing.assert_allclose(mean_colour(img, '8-bit')[:2], [60 / 255, 128 / 255])
+    np.testing.assert_allclose(mean_colour(img, 'linear')[:2], [(60 / 255)**2.2, (128 / 255)**2.2])
+    inner = img[CROP_BORDER:-CROP_BORDER, CROP_BORDER:-CROP_BORDER, 0].astype(np.float64) / 255
+    assert mean_colour(img, '8-bit')[2] == pytest.approx(inner.mean())
+
+    blur_8bit = cv2.GaussianBlur(img.astype(np.float64), (0, 0), 3)
+    lin = (img.astype(np.float64) / 255)**2.2
+    blur_linear = 255 * cv2.GaussianBlur(lin, (0, 0), 3)**(1 / 2.2)
+    as_saved = {'8-bit': np.round(blur_8bit).astype(np.uint8), 'linear': np.round(blur_linear).astype(np.uint8)}
+    blue = {(d, r): mean_colour(as_saved[d], r)[2] / mean_colour(img, r)[2] - 1 for d in as_saved for r in as_saved}
+    assert abs(blue['8-bit', '8-bit']) < 0.01 and blue['8-bit', 'linear'] < -0.2
+    assert abs(blue['linear', 'linear']) < 0.01 and blue['linear', '8-bit'] > 0.2
+    with pytest.raises(ValueError, match='reading'):
+        mean_colour(img, 'srgb')

@@ -121,28 +121,47 @@ def _white_balanced_target(item: dict) -> np.ndarray:
     return tensor2img(apply_white_balance(item['gt'].unsqueeze(0), item['wb'].unsqueeze(0)))
 
 
-def colour_errors(root: str) -> Dict[str, Dict[str, np.ndarray]]:
-    """``{label: {'<scene>_<shot>': (3,) %}}``: the mean linear R, G, B of each saved result over those of the
-    white-balanced target, minus 1, in percent, inside the metrics' border crop.
+#: The two readings of an image's mean colour that the demo prints: of its 8-bit values as saved, and of linear light.
+COLOUR_READINGS = ('8-bit', 'linear')
 
-    Means of linear light (8-bit values ** 2.2), which blur and resampling keep; means of gamma-encoded values
-    grow when an image is blurred, so a sharp target and a soft result would differ even in the same colours.
+
+def mean_colour(img: np.ndarray, reading: str) -> np.ndarray:
+    """Mean R, G, B of a saved image (BGR, uint8) inside the metrics' border crop, read as ``reading``.
+
+    ``8-bit``: of the values as saved (gamma-encoded, what a viewer shows); ``linear``: of linear light (values ** 2.2).
+    The two part when two images differ in sharpness: a blur in linear light keeps the linear means and raises the
+    8-bit ones (bicubic of the camera JPEG, which was downsampled in linear light, reads high in 8-bit means); a blur of
+    the 8-bit values keeps those and lowers the linear means, most in the channel with the most contrast (a network
+    trained by L1 on the 8-bit targets reads low in linear means where it is softer than the target, with no colour
+    cast). ``bench/colour_sharpness.py`` measures how much of each method's error a blur alone gives.
     """
     from sdan_basicsr.data.raw_utils import JPEG_GAMMA
-    from sdan_basicsr.models.sdan_model import image_name
 
-    def linear_mean(img: np.ndarray) -> np.ndarray:
-        c = CROP_BORDER
-        return ((img[c:-c, c:-c].astype(np.float64) / 255)**JPEG_GAMMA).reshape(-1, 3).mean(0)[::-1]
+    if reading not in COLOUR_READINGS:
+        raise ValueError(f'reading must be one of {COLOUR_READINGS}, got {reading!r}')
+    c = CROP_BORDER
+    values = img[c:-c, c:-c].astype(np.float64) / 255
+    if reading == 'linear':
+        values = values**JPEG_GAMMA
+    return values.reshape(-1, 3).mean(0)[::-1]
+
+
+def colour_errors(root: str) -> Dict[str, Dict[str, Dict[str, np.ndarray]]]:
+    """``{label: {'<scene>_<shot>': {reading: (3,) %}}}``: the mean R, G, B of each saved result over those of the
+    white-balanced target, minus 1, in percent, in each of :data:`COLOUR_READINGS` (:func:`mean_colour`)."""
+    from sdan_basicsr.models.sdan_model import image_name
 
     dataset = _test_dataset(root)
     errors = {label: {} for label in TEST_OPTS}
     for i in range(len(dataset)):
         item = dataset[i]
         stem = image_name(item['lq_path'])
-        target = linear_mean(_white_balanced_target(item))
+        target = _white_balanced_target(item)
         for label in TEST_OPTS:
-            errors[label][stem] = 100 * (linear_mean(_saved_result(root, label, stem)) / np.maximum(target, 1e-9) - 1)
+            result = _saved_result(root, label, stem)
+            errors[label][stem] = {
+                reading: 100 * (mean_colour(result, reading) / np.maximum(mean_colour(target, reading), 1e-9) - 1)
+                for reading in COLOUR_READINGS}
     return errors
 
 
@@ -293,14 +312,16 @@ def _scene_table(title: str, images: Dict[str, Dict[str, Dict[str, float]]], pho
     width = max(len(label) for label in images) + 2
     print(f'\n{title}')
     print(f"{'scene':<13}{'photo':<19}{'method':<{width}}" + ''.join(f'{m:>10}' for m in metrics) +
-          '   colour R/G/B (%)')
+          '   colour R/G/B (%): ' + ' | '.join(COLOUR_READINGS))
     for stem in images['SDAN']:
         for i, (label, per_image) in enumerate(images.items()):
             values = per_image.get(stem, {})
             colour = colours.get(label, {}).get(stem)
             line = (f"{stem if i == 0 else '':<13}{photos[stem] if i == 0 else '':<19}{label:<{width}}" +
                     ''.join(f'{values.get(m, float("nan")):>10.4f}' for m in metrics))
-            print(line + ('   ' + '/'.join(f'{e:+.1f}' for e in colour) if colour is not None else ''))
+            if colour is not None:
+                line += '   ' + ' | '.join('/'.join(f'{e:+.1f}' for e in colour[r]) for r in COLOUR_READINGS)
+            print(line)
 
 
 def main(argv=None) -> None:
@@ -342,8 +363,8 @@ def main(argv=None) -> None:
            {**_with_matched(rows), 'SDAN, ref: target': released_row})
     scenes = read_meta(DEMO_DATA)['scenes']
     photos = {stem: scenes[f'test/{stem.split("_")[0]}']['photo'] for stem in images['SDAN']}
-    _scene_table(f'Per held-out scene ({protocol}; colour: mean linear R/G/B of the saved image against the '
-                 'white-balanced target):', _by_method(images), photos, colour_errors(root))
+    _scene_table(f'Per held-out scene ({protocol}; colour: mean R/G/B of the saved image against the white-balanced '
+                 'target, of its 8-bit values and of linear light):', _by_method(images), photos, colour_errors(root))
     _table('Held-out demo scenes vs the exact zoom of each input (known geometry, no misalignment; '
            'saved images, white balance applied):', exact_scores(root))
     print(f'\nside-by-side (input | bicubic | SDAN | target | exact zoom): {osp.join(root, png)}')
