@@ -21,6 +21,7 @@ from bench_util import device_name, pick_device, synchronize  # noqa: E402
 
 from sdan_basicsr.archs.sdan_arch import SDAN, CrossPackingAttention
 from sdan_basicsr.ops.squared_deform_conv import warp_implementation
+from sdan_basicsr.utils.cpu_memory import retain_freed_memory
 from sdan_basicsr.utils.precision import PRECISIONS, autocast, memory_format
 
 NEW_ATTEND = CrossPackingAttention.attend
@@ -351,6 +352,8 @@ def main() -> None:
     args = parser.parse_args()
     device = pick_device(args.device)
     args.device = device.type
+    # as SDANModel and sdan-zoom do on a CPU (SDAN_RETAIN_MEMORY=0 measures without it)
+    retained = device.type == 'cpu' and retain_freed_memory()
 
     if args.worker:
         job = json.loads(args.worker)
@@ -363,7 +366,8 @@ def main() -> None:
         args.train_precisions = ['fp32', 'bf16'] + (['fp16'] if device.type == 'cuda' else [])
     if args.quick:
         args.train, args.train_repeats, args.sizes, args.cpa_infer_sides = [[2, 64]], 1, [0.25], [504]
-    print(f'device: {device} ({device_name(device)}); torch {torch.__version__}')
+    print(f'device: {device} ({device_name(device)}); torch {torch.__version__}; freed memory kept for reuse: '
+          f'{"yes" if retained else "no"}')
     print('timings are wall-clock medians; ratios compare numbers measured side by side in this run')
     if 'train' not in args.skip:
         bench_training(args, device)

@@ -22,10 +22,11 @@ def _random_offsets_net(**kwargs) -> SDAN:
     """A small SDAN with γ ≠ 0 in both CPAs and offsets of ~11-14 px (more than the conv halos of a tile)."""
     net = SDAN(**{'num_feat': 8, 'num_block': 2, **kwargs}).eval()
     with torch.no_grad():
-        net.align.offset_att1.gamma.fill_(0.7)
-        net.align.offset_att2.gamma.fill_(-0.4)
+        if hasattr(net.align.offset_att1, 'gamma'):  # CPA (RCAN's channel attention and none have no γ)
+            net.align.offset_att1.gamma.fill_(0.7)
+            net.align.offset_att2.gamma.fill_(-0.4)
         net.align.offset_conv3.weight.mul_(3)
-        net.align.offset_conv3.bias.copy_(torch.tensor([13., -11.]))
+        net.align.offset_conv3.bias[:2].copy_(torch.tensor([13., -11.]))
     return net
 
 
@@ -36,7 +37,11 @@ def _random_offsets_net(**kwargs) -> SDAN:
     dict(image_skip=True),
     dict(cfa_head=True),
     dict(cfa_head=True, in_gamma=2.2),
-], ids=['bayer-flip', 'bayer-noflip', 'packed-flip', 'image-skip', 'cfa-head', 'in-gamma'])
+    dict(tail_chunk=5),
+    dict(attention='ca', modulation=True, num_feat=16),  # RCAN's squeeze factor 16 needs >= 16 channels
+    dict(attention='none'),
+], ids=['bayer-flip', 'bayer-noflip', 'packed-flip', 'image-skip', 'cfa-head', 'in-gamma', 'tail-strips',
+        'ca-modulation', 'no-attention'])
 def test_tiled_equals_untiled(kwargs):
     net = _random_offsets_net(**kwargs)
     h, w = 54, 77  # not multiples of 8: the padding and the ragged last tiles are exercised

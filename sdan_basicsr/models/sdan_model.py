@@ -22,6 +22,7 @@ from sdan_basicsr.archs.sdan_arch import pad_to_multiple
 from sdan_basicsr.data.color import match_color
 from sdan_basicsr.data.raw_utils import apply_white_balance
 from sdan_basicsr.losses.masked_dual_l1_loss import MaskedDualL1Loss
+from sdan_basicsr.utils.cpu_memory import retain_freed_memory
 from sdan_basicsr.utils.precision import autocast, memory_format, parse_amp, resolve
 
 #: What ``val.ref`` may name as SDAN's reference at test time.
@@ -82,6 +83,9 @@ class SDANModel(SRModel):
       training learns to take detail from Y' through the offsets, which the test-time reference does not have
       (``bench/RESULTS.md``, generalization; ``bench/ref_blur_fit.py`` measures the σ that makes Y' look like
       the input's RGB).
+    - On a CPU, freed memory is kept for reuse in the process
+      (:func:`~sdan_basicsr.utils.cpu_memory.retain_freed_memory`, off with ``SDAN_RETAIN_MEMORY=0``): without it
+      every large map is a fresh ``mmap`` whose pages the kernel zeroes.
     - ``val.ref``: SDAN's reference at test time, ``input`` (default: the input shot's RGB, as the paper's
       validation) or ``target`` (the target bicubic-downsampled to the input grid, as the released test code).
     - Testing pads inputs to a multiple of ``val.pad_multiple`` (default 32) and crops back; metrics
@@ -102,6 +106,8 @@ class SDANModel(SRModel):
         self.amp_train = parse_amp(opt['train'].get('amp'), 'train.amp') if opt['is_train'] else 'fp32'
         self.ref_blur = parse_ref_blur(opt['train'].get('ref_blur')) if opt['is_train'] else 0.
         super().__init__(opt)
+        if self.device.type == 'cpu' and retain_freed_memory():
+            get_root_logger().info('CPU: freed memory is kept for reuse (sdan_basicsr.utils.cpu_memory)')
         self.amp_train, self.amp_val = resolve(self.amp_train, self.device), resolve(self.amp_val, self.device)
         get_root_logger().info(f'Precision: training {self.amp_train}, testing {self.amp_val}')
         forward = inspect.signature(self.get_bare_model(self.net_g).forward)

@@ -27,6 +27,7 @@ from sdan_basicsr.archs.sdan_arch import IN_FORMAT_CHANNELS, SDAN
 from sdan_basicsr.data import raw_utils
 from sdan_basicsr.data.color import apply_color_transform, fit_color_transform
 from sdan_basicsr.data.raw_utils import apply_white_balance
+from sdan_basicsr.utils.cpu_memory import retain_freed_memory
 from sdan_basicsr.utils.precision import PRECISIONS, auto_precision, autocast
 from sdan_basicsr.utils.tiled_sdan import tiled_forward
 
@@ -325,7 +326,8 @@ def zoom(raw: str,
         progress (bool): tqdm bar over the tiles. Default: True.
         precision (str): ``fp32``, ``bf16``, ``fp16`` (autocast, with SDAN's float32 stages) or ``auto``
             (:func:`~sdan_basicsr.utils.precision.auto_precision` of ``device``). On CPU the network runs in
-            channels-last memory format (faster there, same function). Default: ``fp32``.
+            channels-last memory format (faster there, same function) and freed memory is kept for reuse
+            (:func:`~sdan_basicsr.utils.cpu_memory.retain_freed_memory`). Default: ``fp32``.
         match_color (bool | None): Give the result the colours of the reference: one global colour transform
             (3×3 + offset, :func:`~sdan_basicsr.data.color.fit_color_transform`), fitted between the output
             averaged to the reference's grid and the reference, and applied before the white balance. Until all
@@ -350,6 +352,8 @@ def zoom(raw: str,
         raise ZoomError(f'precision must be auto or one of {sorted(PRECISIONS)}, got {precision!r}')
     if match_color is None:
         match_color = ref is not None
+    if torch.device(device).type == 'cpu':
+        retain_freed_memory()
     net = build_network(weights, opt, param_key)
     if tile and net.align.offsets != 'squared':
         raise ZoomError(f'weights {weights} have per-tap offsets, which tiling does not support: use --tile 0')

@@ -32,8 +32,6 @@ SrSink = Callable[[int, int, torch.Tensor], None]
 _DEPTH_ATT1 = 2
 #: ... at CPA2's input: CPA1 spreads any wrong value over its whole 8×8 block, then offset_conv2.
 _DEPTH_ATT2 = CPA_PACKING + 1
-#: ... at Θ: CPA2's block, then offset_conv3.
-_DEPTH_THETA = 2 * CPA_PACKING + 1
 #: Extra margin of the deformable conv's window beyond ⌈max |Θ|⌉: its 3×3 taps (1), the bilinear corner (1),
 #: and the 3×3 convolution of the conv-then-warp evaluation (1).
 _DCN_MARGIN = 3
@@ -125,6 +123,9 @@ class _TiledSDAN:
         self.size = tuple(x.shape[2:])
         self.att = [_GlobalAttention(net.align.offset_att1, x.shape[0]),
                     _GlobalAttention(net.align.offset_att2, x.shape[0])]
+        #: CPA2's input on the whole image, filled by pass 2 from every tile's own box; pass 3 reads Θ's input here
+        #: instead of running the offset branch a third time (C channels of the image in the autocast dtype)
+        self.att2_input: Optional[torch.Tensor] = None
         body_convs = sum(m.kernel_size[0] // 2 for m in net.body.modules() if isinstance(m, nn.Conv2d))
         # body + conv_body, then the tail: a conv at 1×, 2×, … and conv_last add < 2 input pixels in all
         self.tail_halo = body_convs + net.conv_body.kernel_size[0] // 2 + (2 if net.upscale > 1 else 1)
@@ -148,28 +149,38 @@ class _TiledSDAN:
         return _crop(feat, window, box)
 
     def offset_branch(self, window: Box, stage: int) -> torch.Tensor:
-        """On ``window``: CPA1's input (stage 1), CPA2's input (stage 2) or (Θ, modulation or None) (stage 3)."""
+        """On ``window``: CPA1's input (stage 1) or CPA2's input (stage 2)."""
         align = self.align
         ref_feat = align.relu(align.conv_ref(self.ref_window(window)))
         feat = align.offset_conv1(torch.cat([self.head(window), ref_feat], dim=1))
         del ref_feat
         if stage == 1:
             return feat
-        feat = align.offset_conv2(align.relu(self.att[0].apply(feat)))
-        if stage == 2:
-            return feat
-        return align.offset_head(align.relu(self.att[1].apply(feat)))
+        return align.offset_conv2(align.relu(self.att[0].apply(feat)))
 
     def statistics(self, stage: int, box: Box) -> None:
-        """Pass 1 or 2: add the tile's own part of the attention statistic of stage ``stage``."""
+        """Pass 1 or 2: add the tile's own part of the attention statistic of stage ``stage``; pass 2 also keeps
+        the tile's own CPA2 input in :attr:`att2_input`."""
         depth = _DEPTH_ATT1 if stage == 1 else _DEPTH_ATT2
         window = _grow(box, depth, self.size, CPA_PACKING)
-        self.att[stage - 1].accumulate(_crop(self.offset_branch(window, stage), window, box))
+        feat = _crop(self.offset_branch(window, stage), window, box)
+        self.att[stage - 1].accumulate(feat)
+        if stage == 2:
+            if self.att2_input is None:
+                self.att2_input = feat.new_empty(*feat.shape[:2], *self.size)
+            self.att2_input[..., box[0]:box[1], box[2]:box[3]] = feat
+
+    def theta(self, box: Box) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """(Θ, modulation or None) on ``box``: A₂ and the offset head on the kept CPA2 input around it (one pixel
+        for offset_conv3, rounded out to CPA's 8×8 blocks), which is exact everywhere."""
+        window = _grow(box, 1, self.size, CPA_PACKING)
+        feat = self.att2_input[..., window[0]:window[1], window[2]:window[3]]
+        theta, mask = self.align.offset_head(F.relu(self.att[1].apply(feat)))  # not in place: feat is the kept map
+        return _crop(theta, window, box), None if mask is None else _crop(mask, window, box)
 
     def aligned_features(self, box: Box) -> Tuple[torch.Tensor, torch.Tensor]:
         """(F^X', Θ) on ``box``; F^X is read as far as the largest |Θ| on ``box`` reaches."""
-        window = _grow(box, _DEPTH_THETA, self.size, CPA_PACKING)
-        theta, mask = (None if t is None else _crop(t, window, box) for t in self.offset_branch(window, 3))
+        theta, mask = self.theta(box)
         reach = math.ceil(theta.abs().max().item()) if theta.numel() else 0
         source = _grow(box, reach + _DCN_MARGIN, self.size)
         dcn = self.align.dcn
@@ -199,7 +210,7 @@ class _TiledSDAN:
         aligned = run_in_float32(net.conv_aligned, aligned_feat)
         feat = net.conv_body(net.body(aligned_feat)) + aligned_feat
         del aligned_feat
-        sr = net.conv_last(net.upsample(feat))
+        sr = net.tail(feat)  # by strips of tail_chunk rows: the tail's 4C-channel maps of one strip at a time
         if net.image_skip:  # bilinear ×s reads one pixel around: inside the halo
             sr = sr + F.interpolate(aligned, scale_factor=net.upscale, mode='bilinear', align_corners=False)
         return _crop(sr, grown, box, net.upscale), _crop(aligned, grown, box), _crop(theta, grown, box)
@@ -233,10 +244,12 @@ def tiled_forward(net: SDAN,
     1. per tile (plus the halo of two 3×3 convs): features up to CPA1's input; the tile's own packed columns add
        to E₁ = X Xᵀ of the whole image; A₁ = softmax(rowmax(E₁) − E₁) is formed once;
     2. per tile: the same features on the tile's blocks and one block around, A₁ applied block-wise, on to CPA2's
-       input; E₂ and A₂ likewise;
-    3. per tile, grown by the receptive field of the body and tail: Θ (through A₁, A₂), then the squared
-       deformable conv reads F^X as far as the tile's largest |Θ| reaches (the halo is measured at run time, so
-       any offset stays exact), then X', the body and the tail; the tile's own part is pasted.
+       input, which is kept for the whole image (C channels in the autocast dtype: 3 GiB for a 24-MP mosaic in
+       bf16); E₂ and A₂ likewise;
+    3. per tile, grown by the receptive field of the body and tail: Θ from the kept CPA2 input (A₂, the offset
+       head), then the squared deformable conv reads F^X as far as the tile's largest |Θ| reaches (the halo is
+       measured at run time, so any offset stays exact), then X', the body and the tail (by strips of
+       ``tail_chunk`` rows); the tile's own part is pasted.
 
     RCAN's channel attention (``attention='ca'``) is handled the same way with the image mean as its statistic.
     Per-tap offsets (``offsets='per_tap'``, Table 2's DCN row) are not supported: run those untiled.

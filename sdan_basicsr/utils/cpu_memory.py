@@ -1,0 +1,46 @@
+"""Freed memory kept for reuse on a CPU, so that SDAN's large feature maps do not cost page faults at every allocation.
+
+glibc's ``malloc`` serves every block over its mmap threshold (at most 32 MiB) with a fresh ``mmap`` and gives it
+back to the kernel on ``free``; the next forward allocates the same maps again, and the kernel faults in and zeroes
+every page anew. SDAN's maps are far larger (one 64-channel bf16 map of a 1-MP mosaic is 128 MiB, the tail's 16 times
+that), so on a CPU this churn takes a large share of the time: nearly half of a tiled bf16 forward was spent in the
+kernel (``bench/RESULTS.md``, "Freed memory kept for reuse").
+
+:func:`retain_freed_memory` tells glibc to serve every block from its heap and not to give the heap's free top back
+below 2 GiB, so freed maps are reused. The process keeps its high-water mark of memory until it ends. Jemalloc or
+tcmalloc preloaded (``LD_PRELOAD``, as ``python -m torch.backends.xeon.run_cpu`` does) do the same job; this needs
+nothing installed. ``SDAN_RETAIN_MEMORY=0`` leaves ``malloc`` as it is.
+"""
+import ctypes
+import os
+import platform
+from typing import Optional
+
+#: mallopt parameters (malloc.h): the heap top beyond which free() trims, and the most chunks served by mmap.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+#: M_TRIM_THRESHOLD is an int: the largest free heap top kept is 2 GiB.
+_TRIM_THRESHOLD = 2**31 - 1
+#: The environment variable that turns it off ('0').
+ENV = 'SDAN_RETAIN_MEMORY'
+
+_state: Optional[bool] = None
+
+
+def retain_freed_memory() -> bool:
+    """Make glibc's ``malloc`` keep freed memory for reuse in this process (idempotent).
+
+    Returns:
+        bool: Whether it is in force: False with ``SDAN_RETAIN_MEMORY=0``, or where the C library is not glibc
+        (macOS, musl), which is then left as it is.
+    """
+    global _state
+    if _state is None:
+        _state = False
+        if os.environ.get(ENV, '1') != '0' and platform.system() == 'Linux' and platform.libc_ver()[0] == 'glibc':
+            try:
+                libc = ctypes.CDLL(None)
+                _state = bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
+            except (OSError, AttributeError):
+                _state = False
+    return _state
