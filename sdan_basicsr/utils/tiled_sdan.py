@@ -245,7 +245,7 @@ def tiled_forward(net: SDAN,
        to E₁ = X Xᵀ of the whole image; A₁ = softmax(rowmax(E₁) − E₁) is formed once;
     2. per tile: the same features on the tile's blocks and one block around, A₁ applied block-wise, on to CPA2's
        input, which is kept for the whole image (C channels in the autocast dtype: 3 GiB for a 24-MP mosaic in
-       bf16); E₂ and A₂ likewise;
+       bf16, 6 GiB in float32); E₂ and A₂ likewise;
     3. per tile, grown by the receptive field of the body and tail: Θ from the kept CPA2 input (A₂, the offset
        head), then the squared deformable conv reads F^X as far as the tile's largest |Θ| reaches (the halo is
        measured at run time, so any offset stays exact), then X', the body and the tail (by strips of
