@@ -9,6 +9,7 @@ from sdan_basicsr.archs.sdan_arch import (
     CrossPackingAttention,
     SDANOutput,
     SquaredDeformableAlignment,
+    gram,
     validity_mask,
 )
 
@@ -68,6 +69,28 @@ def test_cpa_matches_definition():
     attention = torch.softmax(energy.max(-1, keepdim=True)[0] - energy, -1)
     expected = F.pixel_shuffle((0.7 * attention @ packed + packed).view(2, 32, 2, 3), 4)
     torch.testing.assert_close(cpa.to(torch.float64)(x), expected)
+
+
+@pytest.mark.parametrize('c, length', [(1100, 300), (1100, 40), (512, 256)])
+def test_gram_equals_the_full_product(c, length):
+    """E from the blocks on and right of the diagonal, mirrored (L >= 256), or whole (shorter L), is X Xᵀ."""
+    x = torch.randn(c, length, dtype=torch.float64)
+    torch.testing.assert_close(gram(x, alpha=-1.), -(x @ x.t()))
+    out = torch.full((c, c), float('nan'), dtype=torch.float64)
+    assert gram(x, out=out) is out and not out.isnan().any()  # every element written
+    torch.testing.assert_close(out, x @ x.t())
+
+
+def test_cpa_matches_definition_when_its_energy_uses_symmetry():
+    """C' = 9·8² = 576 channels (two blocks of rows) and L = 16·16 = 256: :func:`gram`'s mirrored blocks."""
+    cpa = CrossPackingAttention().to(torch.float64)
+    cpa.gamma.data.fill_(0.7)
+    x = torch.randn(1, 9, 128, 128, dtype=torch.float64) * 0.05
+    packed = F.pixel_unshuffle(x, 8).flatten(2)
+    energy = packed @ packed.transpose(1, 2)
+    attention = torch.softmax(energy.max(-1, keepdim=True)[0] - energy, -1)
+    expected = F.pixel_shuffle((0.7 * attention @ packed + packed).view(1, 576, 16, 16), 8)
+    torch.testing.assert_close(cpa(x), expected)
 
 
 def test_cpa_is_equivariant_to_packing_channel_order():

@@ -18,6 +18,7 @@ from sdan_basicsr.archs.sdan_arch import (
     BayerHead,
     CrossPackingAttention,
     SDANOutput,
+    gram,
     pad_to_multiple,
 )
 from sdan_basicsr.ops.mixed_precision import run_in_float32
@@ -82,12 +83,12 @@ class _GlobalAttention:
         if self.kind == 'cpa':
             packed = self._pack(feat)
             # float32 products, as CPA forms E under autocast too
-            gram = run_in_float32(lambda p: torch.bmm(p, p.transpose(1, 2)), packed).double()
+            stat = torch.stack([run_in_float32(gram, p) for p in packed]).double()
         elif self.kind == 'ca':
-            gram = feat.sum(dim=(2, 3), dtype=torch.float64)
+            stat = feat.sum(dim=(2, 3), dtype=torch.float64)
         else:
             return
-        self.stat = gram if self.stat is None else self.stat.add_(gram)
+        self.stat = stat if self.stat is None else self.stat.add_(stat)
 
     def finalize(self, area: int, dtype: torch.dtype) -> None:
         """Turn the accumulated statistic into the block's weights; ``area`` = pixels of the padded image."""
