@@ -101,8 +101,7 @@ class BayerHead(nn.Conv2d):
 
 #: Rows of the C'×C' attention matrix that :class:`_PackedChannelAttention` and :func:`gram` handle at once.
 _ATTENTION_ROWS = 512
-#: Length L of X from which :func:`gram` uses E's symmetry (C' = 4096 on this CPU: 0.075 vs 0.091 s at L = 256,
-#: 0.053 vs 0.046 s at L = 128, 1.79 vs 3.58 s at L = 16384).
+#: Length L of X from which :func:`gram` uses E's symmetry (measured at C' = 4096: ``bench/RESULTS.md``).
 _GRAM_BLOCKED_L = 256
 
 

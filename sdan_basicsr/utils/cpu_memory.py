@@ -8,10 +8,9 @@ kernel (``bench/RESULTS.md``, "Freed memory kept for reuse").
 
 :func:`retain_freed_memory` tells glibc to serve every block from its heap and not to give the heap's free top back
 below 2 GiB, so freed maps are reused. The process keeps its high-water mark of memory until it ends, and the heap
-fragments, so the peak RSS can exceed the peak of live memory and moves between runs (a 24-MP zoom: 8.5 and 15.0 GiB
-in two runs of two versions). Jemalloc or
-tcmalloc preloaded (``LD_PRELOAD``, as ``python -m torch.backends.xeon.run_cpu`` does) do the same job; this needs
-nothing installed. ``SDAN_RETAIN_MEMORY=0`` leaves ``malloc`` as it is.
+fragments, so the peak RSS can exceed the peak of live memory and moves between runs (``bench/RESULTS.md``).
+Jemalloc or tcmalloc preloaded (``LD_PRELOAD``, as ``python -m torch.backends.xeon.run_cpu`` does) do the same job;
+this needs nothing installed. ``SDAN_RETAIN_MEMORY=0`` leaves ``malloc`` as it is.
 """
 import ctypes
 import os
