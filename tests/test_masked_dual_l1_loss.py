@@ -58,3 +58,47 @@ def test_bad_options_and_shapes():
         build_loss({'type': 'MaskedDualL1Loss', 'reduction': 'sum'})
     with pytest.raises(ValueError, match=r'prediction \(1, 3, 8, 8\) and target \(1, 3, 4, 4\)'):
         build_loss({'type': 'MaskedDualL1Loss'})(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 4, 4))
+    with pytest.raises(ValueError, match='color_weight must be >= 0'):
+        build_loss({'type': 'MaskedDualL1Loss', 'color_weight': -1})
+    with pytest.raises(ValueError, match=r'color_block 32 is larger than the HR image \(16, 16\)'):
+        build_loss({'type': 'MaskedDualL1Loss', 'color_weight': 1, 'color_block': 32})(*_inputs())
+
+
+def test_color_term_is_the_l1_of_block_means_over_mostly_valid_blocks():
+    sr, gt, aligned, aligned_gt, mask = _inputs()
+    plain = build_loss({'type': 'MaskedDualL1Loss'})(sr, gt, aligned, aligned_gt, mask)
+    loss = build_loss({'type': 'MaskedDualL1Loss', 'color_weight': 0.5, 'color_block': 8})
+    hr_mask = mask.repeat_interleave(4, 2).repeat_interleave(4, 3)
+    terms = []
+    for n in range(2):
+        for by in range(2):
+            for bx in range(2):
+                m = hr_mask[n, 0, by * 8:(by + 1) * 8, bx * 8:(bx + 1) * 8]
+                if m.mean() < 0.5:
+                    continue
+                d = (sr - gt)[n, :, by * 8:(by + 1) * 8, bx * 8:(bx + 1) * 8]
+                terms.append(((d * m).sum((1, 2)) / m.sum()).abs())
+    assert 0 < len(terms) < 8, 'the mask should leave some blocks out and keep others'
+    expected = plain + 0.5 * torch.cat(terms).mean()
+    torch.testing.assert_close(loss(sr, gt, aligned, aligned_gt, mask), expected)
+
+
+def test_color_term_fits_the_mean_of_a_skewed_target_where_l1_fits_its_median():
+    """Small bright details that misalignment puts anywhere: per-pixel L1 settles on the ground's level (the median),
+    low against the mean; the colour term brings the output's mean to the target's."""
+    torch.manual_seed(0)
+    gt = 0.2 + 0.4 * (torch.rand(4, 1, 32, 32) < 0.15).float() + 0.01 * torch.randn(4, 1, 32, 32)
+    fits = {}
+    for weight in (0.0, 1.0):
+        level = torch.full((4, 1, 1, 1), 0.1, requires_grad=True)
+        loss = build_loss({'type': 'MaskedDualL1Loss', 'color_weight': weight, 'color_block': 32})
+        opt = torch.optim.Adam([level], lr=2e-3)
+        for _ in range(600):
+            opt.zero_grad()
+            loss(level.expand_as(gt), gt).backward()
+            opt.step()
+        fits[weight] = level.detach().flatten()
+    mean, median = gt.mean((1, 2, 3)), gt.flatten(1).median(1).values
+    assert (mean - median).min() > 0.04, 'the target should be skewed'
+    torch.testing.assert_close(fits[0.0], median, atol=2e-3, rtol=0)
+    torch.testing.assert_close(fits[1.0], mean, atol=2e-3, rtol=0)
