@@ -83,6 +83,14 @@ def test_color_term_is_the_l1_of_block_means_over_mostly_valid_blocks():
     torch.testing.assert_close(loss(sr, gt, aligned, aligned_gt, mask), expected)
 
 
+def test_color_term_without_mask_after_the_border_crop():
+    sr, gt, *_ = _inputs()
+    loss = build_loss({'type': 'MaskedDualL1Loss', 'color_weight': 1.0, 'color_block': 4, 'crop_border_hr': 2})
+    d = (sr - gt)[..., 2:-2, 2:-2]
+    blocks = d.reshape(2, 3, 3, 4, 3, 4).mean((3, 5))
+    torch.testing.assert_close(loss(sr, gt), d.abs().mean() + blocks.abs().mean())
+
+
 def test_color_term_fits_the_mean_of_a_skewed_target_where_l1_fits_its_median():
     """Small bright details that misalignment puts anywhere: per-pixel L1 settles on the ground's level (the median),
     low against the mean; the colour term brings the output's mean to the target's."""

@@ -30,9 +30,9 @@ class MaskedDualL1Loss(nn.Module):
     median is the ground's level, so the output loses the details' share of the mean and its colour reads low in the
     channels where they are bright. A block mean averages the misalignment away, so the term fits the target's mean
     colour: the colour loss of DPED (Ignatov et al., ICCV 2017: compare blurred images, for pairs that are not
-    aligned) with block means and L1. On the demo tree (``bench/RESULTS.md``, "A colour term in the loss") it brings
-    the training scenes' mean colours closer to their targets; on held-out photographs it narrows the colour spread a
-    little at a cost in LPIPS, so the demo leaves it off.
+    aligned) with block means and L1. On the demo tree (``bench/RESULTS.md``, "Colour across seeds, and a colour term
+    in the loss") it brings the training scenes' mean colours closer to their targets; on held-out photographs it
+    narrows the colour spread a little at a cost in LPIPS, so the demo leaves it off.
 
     Args:
         loss_weight (float): Weight of the whole loss. Default: 1.0.
@@ -87,13 +87,12 @@ class MaskedDualL1Loss(nn.Module):
     def _color_term(self, pred: torch.Tensor, target: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
         """mean |B_k(X~) − B_k(Y)| over the blocks at least half valid (in float32: block means of dim channels
         differ by less than bfloat16 resolves)."""
-        pred, target = _shave(pred, self.crop_border_hr).float(), _shave(target, self.crop_border_hr).float()
+        if mask is None:
+            mask = pred.new_ones(pred.shape[0], 1, *pred.shape[-2:])
+        pred, target, mask = (_shave(t, self.crop_border_hr).float() for t in (pred, target, mask))
         k = self.color_block
         if min(pred.shape[-2:]) < k:
             raise ValueError(f'color_block {k} is larger than the HR image {tuple(pred.shape[-2:])} after the crop')
-        if mask is None:
-            mask = pred.new_ones(pred.shape[0], 1, *pred.shape[-2:])
-        mask = _shave(mask, self.crop_border_hr).float()
         valid = F.avg_pool2d(mask, k)
         diff = (F.avg_pool2d((pred - target) * mask, k) / valid.clamp(min=1e-6)).abs()
         used = (valid >= 0.5).float()
