@@ -315,7 +315,11 @@ def write_dng(path: str,
               black_level: Union[int, Sequence[int]] = SONY_BLACK_LEVEL,
               white_level: int = SONY_WHITE_LEVEL,
               as_shot_neutral: Sequence[float] = (1.0, 1.0, 1.0),
-              focal_length: Optional[float] = None) -> None:
+              focal_length: Optional[float] = None,
+              color_matrix: Optional[Sequence[Sequence[float]]] = None,
+              orientation: int = 1,
+              make: str = 'sdan-basicsr',
+              model: str = 'synthetic') -> None:
     """Write a Bayer mosaic as a minimal DNG that LibRaw (rawpy) reads back exactly.
 
     The name may end in ``.ARW``: LibRaw recognises the content, not the extension.
@@ -330,6 +334,11 @@ def write_dng(path: str,
         as_shot_neutral (Sequence[float]): Camera neutral (R, G, B) = 1 / white-balance gains.
             Default: (1, 1, 1).
         focal_length (float | None): EXIF FocalLength in mm. Default: None.
+        color_matrix (Sequence[Sequence[float]] | None): ColorMatrix1, the camera's XYZ → camera RGB matrix under
+            D65 (3×3), from which LibRaw derives its camera → sRGB matrix. Default: None (identity).
+        orientation (int): TIFF/EXIF Orientation (1 upright, 3, 6, 8, …). Default: 1.
+        make (str): Make. Default: 'sdan-basicsr'.
+        model (str): Model (UniqueCameraModel is ``make model``). Default: 'synthetic'.
     """
     mosaic = np.ascontiguousarray(mosaic, dtype=np.uint16)
     if min(mosaic.shape) < 22:
@@ -340,17 +349,26 @@ def write_dng(path: str,
     def rational(value: float) -> Tuple[int, int]:
         return int(round(value * 1000000)), 1000000
 
-    identity = [v for i in range(9) for v in ((1 if i % 4 == 0 else 0), 1)]
+    def srational(value: float) -> Tuple[int, int]:
+        return int(round(value * 10000)), 10000
+
+    matrix = np.eye(3) if color_matrix is None else np.asarray(color_matrix, dtype=np.float64)
+    if matrix.shape != (3, 3):
+        raise ValueError(f'color_matrix must be 3x3, got shape {matrix.shape}')
+    matrix_values = [v for x in matrix.flatten() for v in srational(x)]
     neutral = [v for n in as_shot_neutral for v in rational(n)]
     tags = [
         (50706, 'B', 4, (1, 4, 0, 0), True),  # DNGVersion
-        (50708, 's', 0, 'sdan-basicsr', True),  # UniqueCameraModel
+        (50708, 's', 0, f'{make} {model}', True),  # UniqueCameraModel
+        (271, 's', 0, make, True),  # Make
+        (272, 's', 0, model, True),  # Model
+        (ORIENTATION_TAG, 'H', 1, int(orientation), True),  # Orientation
         (33421, 'H', 2, (2, 2), True),  # CFARepeatPatternDim
         (33422, 'B', 4, tuple(colour[c] for c in pattern), True),  # CFAPattern
         (50713, 'H', 2, (2, 2), True),  # BlackLevelRepeatDim
         (50714, 'H', 4, tuple(blacks), True),  # BlackLevel
         (50717, 'H', 1, int(white_level), True),  # WhiteLevel
-        (50721, '2i', 9, tuple(identity), True),  # ColorMatrix1
+        (50721, '2i', 9, tuple(matrix_values), True),  # ColorMatrix1
         (50778, 'H', 1, 21, True),  # CalibrationIlluminant1 (D65)
         (50728, '2I', 3, tuple(neutral), True),  # AsShotNeutral
     ]
