@@ -5,6 +5,7 @@ deformable convolution's ``fast`` backend) when torch is importable; when it is 
 fails, the package installs without it and falls back to pure PyTorch. Installs ``sdan_basicsr_autoload.pth`` into
 site-packages too: with it, ``import basicsr`` loads the plugin (``python -m basicsr.train`` runs SDAN).
 """
+import re
 import sys
 
 from setuptools import Distribution, find_packages, setup
@@ -71,12 +72,18 @@ def _extension_kwargs():
     return [ext], {'build_ext': OptionalBuildExtension.with_options(use_ninja=False)}
 
 
+def _version() -> str:
+    """``sdan_basicsr.__version__``, read from its file: importing the package needs torch and basicsr."""
+    with open('sdan_basicsr/__init__.py', encoding='utf-8') as f:
+        return re.search(r"^__version__ = '([^']+)'$", f.read(), re.MULTILINE).group(1)
+
+
 ext_modules, build_ext = _extension_kwargs()
 
 
 setup(
     name='sdan-basicsr',
-    version='0.1.0',
+    version=_version(),
     description='SDAN (Squared Deformable Alignment Network) and deformable video archs as a BasicSR plugin',
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',

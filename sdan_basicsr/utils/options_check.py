@@ -1,6 +1,12 @@
-"""Start-up check of a BasicSR option file: missing required keys and misspelled known keys fail at once."""
+"""Start-up check of a BasicSR option file: missing required keys and misspelled known keys fail at once.
+
+Also the one list of the option keys the plugin adds or interprets (:func:`plugin_option_keys`), which
+``docs/options.md`` documents (``tests/test_docs.py`` compares the two).
+"""
 import difflib
-from typing import Dict, Iterable, List
+import inspect
+import re
+from typing import Dict, Iterable, List, Tuple
 
 import yaml
 
@@ -10,13 +16,56 @@ KNOWN_TOP = ('name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'datasets'
              'world_size', 'auto_resume', 'root_path', 'use_static_graph')
 REQUIRED_TOP = ('name', 'model_type', 'datasets', 'network_g', 'path')
 #: Keys of ``train:`` that BasicSR's SR/GAN/video models read.
-KNOWN_TRAIN = ('ema_decay', 'optim_g', 'optim_d', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt',
-               'perceptual_opt', 'gan_opt', 'ldl_opt', 'net_d_iters', 'net_d_init_iters', 'fix_flow', 'flow_lr_mul',
-               'tsa_iter', 'dcn_lr_mul', 'r1_reg_weight', 'path_reg_weight', 'use_grad_clip', 'gt_size', 'amp',
-               'channels_last', 'ref_blur')
+BASICSR_TRAIN = ('ema_decay', 'optim_g', 'optim_d', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt',
+                 'perceptual_opt', 'gan_opt', 'ldl_opt', 'net_d_iters', 'net_d_init_iters', 'fix_flow', 'flow_lr_mul',
+                 'tsa_iter', 'dcn_lr_mul', 'r1_reg_weight', 'path_reg_weight', 'use_grad_clip', 'gt_size')
+#: Keys the plugin adds to ``train:`` (read by ``SDANModel``).
+PLUGIN_TRAIN = ('amp', 'channels_last', 'ref_blur')
+KNOWN_TRAIN = BASICSR_TRAIN + PLUGIN_TRAIN
 REQUIRED_TRAIN = ('optim_g', 'total_iter')
-KNOWN_VAL = ('val_freq', 'save_img', 'metrics', 'suffix', 'pbar', 'pad_multiple', 'flip_seq', 'center_frame_only',
-             'amp', 'ref', 'match_color')
+#: Keys of ``val:`` that BasicSR's models read.
+BASICSR_VAL = ('val_freq', 'save_img', 'metrics', 'suffix', 'pbar', 'flip_seq', 'center_frame_only')
+#: Keys the plugin adds to ``val:`` (read by ``SDANModel``).
+PLUGIN_VAL = ('amp', 'ref', 'match_color', 'pad_multiple')
+KNOWN_VAL = BASICSR_VAL + PLUGIN_VAL
+#: Option section of each kind of registered component, as the labels of :func:`plugin_option_keys` name it.
+_COMPONENT_SECTIONS = (('ARCH_REGISTRY', 'network_g'), ('DATASET_REGISTRY', 'datasets'),
+                       ('LOSS_REGISTRY', 'pixel_opt'), ('METRIC_REGISTRY', 'metrics'))
+#: Arguments of a registered component that are not option keys (the images a metric compares, ...).
+_NOT_OPTIONS = ('self', 'img', 'img2', 'opt')
+#: How a dataset reads an option: ``opt['key']`` or ``opt.get('key'``.
+_DATASET_KEY_RE = re.compile(r"\bopt(?:\.get\(|\[)'(\w+)'")
+
+
+def plugin_option_keys() -> Dict[str, Tuple[str, ...]]:
+    """Every option key the plugin adds or interprets, by section label (``docs/options.md`` has one section each).
+
+    ``train`` and ``val``: the keys the plugin adds to BasicSR's sections. ``network_g: <arch>``,
+    ``pixel_opt: <loss>``, ``metrics: <metric>``: the arguments of each arch, loss and metric the plugin registers.
+    ``datasets: <dataset>``: the keys its code reads from its ``opt``; ``datasets: SRRAWPairedDataset,
+    color_augment``: the keys of that option.
+    """
+    import basicsr.utils.registry as registries
+
+    import sdan_basicsr  # noqa: F401  (registers the components)
+    from sdan_basicsr.data.srraw_dataset import COLOR_AUGMENT_DEFAULTS, SRRAWPairedDataset
+
+    keys = {'train': PLUGIN_TRAIN, 'val': PLUGIN_VAL}
+    for registry_name, section in _COMPONENT_SECTIONS:
+        registry = getattr(registries, registry_name)
+        for name in registry.keys():
+            obj = registry.get(name)
+            if not obj.__module__.startswith('sdan_basicsr.'):
+                continue
+            params = inspect.signature(obj).parameters
+            if 'opt' in params:  # a dataset: the keys its code reads
+                names = dict.fromkeys(_DATASET_KEY_RE.findall(inspect.getsource(obj)))
+            else:
+                names = [p.name for p in params.values()
+                         if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in _NOT_OPTIONS]
+            keys[f'{section}: {name}'] = tuple(names)
+    keys[f'datasets: {SRRAWPairedDataset.__name__}, color_augment'] = tuple(COLOR_AUGMENT_DEFAULTS)
+    return keys
 
 
 class OptionError(ValueError):
