@@ -194,7 +194,7 @@ def process(sensor: np.ndarray, camera: dict, wb: Sequence[float]) -> np.ndarray
 def noisy_counts(mosaic: np.ndarray, camera: dict, rng: np.random.Generator) -> np.ndarray:
     """A normalised mosaic with heteroscedastic noise (variance shot · x + read), quantised to the camera's raw
     counts (black level, white level) as uint16."""
-    variance = camera['shot'] * np.maximum(mosaic, 0) + camera['read']
+    variance = np.maximum(camera['shot'] * mosaic + camera['read'], 0)
     noisy = mosaic + rng.normal(size=mosaic.shape).astype(np.float32) * np.sqrt(variance).astype(np.float32)
     black, white = camera['black'], camera['white']
     return np.clip(np.round(black + noisy * (white - black)), 0, white).astype(np.uint16)

@@ -1,8 +1,10 @@
 """Write a small SR-RAW-layout tree of synthetic optical-zoom sequences made from real photographs.
 
-Usage: ``sdan-make-demo OUT [--num-scenes 4] [--size 512] [--seed 0]`` (or ``python -m sdan_basicsr.tools.make_demo``).
-Each scene is one photograph seen through a zoom lens at SR-RAW's 7 focal lengths, under its own illuminant; training
-scenes show scikit-image's photographs under random colour variations, test scenes photographs never trained on.
+Usage: ``sdan-make-demo OUT [--num-scenes 4] [--size 512] [--seed 0] [--photos DIR_OR_FILE ...] [--camera random]``
+(or ``python -m sdan_basicsr.tools.make_demo``). Each scene is one photograph seen through a zoom lens at SR-RAW's 7
+focal lengths, under its own illuminant; training scenes show scikit-image's photographs under random colour variations
+(or crops of the ``--photos``), test scenes photographs never trained on. ``--camera random`` draws a camera per scene
+(colour matrix, white balance, noise, bit depth, CFA phase, tone curve, lens blur: :mod:`sdan_basicsr.data.camera`).
 """
 import argparse
 import importlib.util
@@ -10,13 +12,14 @@ import json
 import os
 import os.path as osp
 from functools import lru_cache
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 from PIL import Image, TiffImagePlugin
 from skimage import data as skdata
 
+from sdan_basicsr.data import camera as cam
 from sdan_basicsr.data import raw_utils
 from sdan_basicsr.tools.prepare_srraw import prepare_srraw
 
@@ -53,6 +56,28 @@ EXPOSURE = 0.85
 SHOT_NOISE = 1e-4
 READ_NOISE = 2e-3
 META_FILE = 'demo_meta.json'
+#: File types that ``--photos`` folders are searched for.
+PHOTO_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.webp')
+#: Training photographs that Debian packages install (``scripts/get_photos.sh``): the photographs among Plasma's
+#: wallpapers (``plasma-workspace-wallpapers``, the largest size of each; the illustrations are left out) and the sample
+#: photographs of OpenCV's documentation (``opencv-doc``; one of each stereo / before-after pair, no drawings, text or
+#: charts).
+DEBIAN_PHOTOS = {
+    'plasma-workspace-wallpapers': ('/usr/share/wallpapers', (
+        'BytheWater', 'ColdRipple', 'ColorfulCups', 'DarkestHour', 'EveningGlow', 'FallenLeaf', 'Grey',
+        'OneStandsOut', 'Path', 'summer_1am')),
+    'opencv-doc': ('/usr/share/doc/opencv-doc/examples/data', (
+        'aero1.jpg', 'aloeL.jpg', 'apple.jpg', 'baboon.jpg', 'board.jpg', 'building.jpg', 'butterfly.jpg',
+        'chicky_512.png', 'ela_original.jpg', 'fruits.jpg', 'graf1.png', 'home.jpg', 'leuvenA.jpg', 'messi5.jpg',
+        'orange.jpg', 'rubberwhale1.png', 'smarties.png', 'squirrel_cls.jpg', 'stuff.jpg')),
+}
+#: Shots of a scene made from a ``--photos`` file see this many photograph pixels per pixel of ``00001``, uniform:
+#: at least 1, so that the target is as sharp as the photograph (a smaller photograph gives a smaller shot, down to
+#: :data:`MIN_PHOTO_SHOT`).
+PHOTO_PER_PIXEL = (1.0, 1.6)
+MIN_PHOTO_SHOT = 448
+#: At most this many scenes (crops) of one photograph per pass over the photographs: one per two shot areas it holds.
+MAX_CROPS = 6
 
 
 def photo_path(name: str) -> str:
@@ -65,10 +90,56 @@ def photo_path(name: str) -> str:
     return osp.join(spec.submodule_search_locations[0], path)
 
 
+def debian_photos() -> List[str]:
+    """The files of :data:`DEBIAN_PHOTOS`; an error names the package to install when one is missing."""
+    files = []
+    for package, (folder, names) in DEBIAN_PHOTOS.items():
+        for name in names:
+            if package == 'plasma-workspace-wallpapers':
+                images = osp.join(folder, name, 'contents', 'images')
+                found = sorted(os.listdir(images)) if osp.isdir(images) else []
+                path = max((osp.join(images, f) for f in found), key=osp.getsize, default=images)
+            else:
+                path = osp.join(folder, name)
+            if not osp.isfile(path):
+                raise FileNotFoundError(f'{path}: photograph of the Debian package {package}, which is not installed '
+                                        '(bash scripts/get_photos.sh installs it)')
+            files.append(path)
+    return files
+
+
+def find_photos(sources: Sequence[str]) -> List[str]:
+    """Photographs of ``sources``: files as given, folders searched recursively for :data:`PHOTO_EXTENSIONS`,
+    ``debian`` for :func:`debian_photos`, ``skimage`` for :data:`TRAIN_PHOTOS`; sorted within each folder, so that a
+    tree is deterministic."""
+    files = []
+    for source in sources:
+        if source == 'debian':
+            files += debian_photos()
+        elif source == 'skimage':
+            files += TRAIN_PHOTOS
+        elif osp.isdir(source):
+            files += sorted(osp.join(d, f) for d, _, names in os.walk(source) for f in names
+                            if f.lower().endswith(PHOTO_EXTENSIONS))
+        elif osp.isfile(source):
+            files.append(source)
+        else:
+            raise FileNotFoundError(f'--photos: {source} is neither a file nor a folder')
+    if sources and not files:
+        raise FileNotFoundError(f'--photos: no {"/".join(PHOTO_EXTENSIONS)} file in {", ".join(sources)}')
+    return files
+
+
 @lru_cache(maxsize=4)
 def photo_linear(name: str) -> np.ndarray:
-    """A photograph (``skimage.data.<name>`` or one of :data:`PHOTO_FILES`) as linear RGB float32 (sRGB ≈ gamma 2.2)."""
-    if name in PHOTO_FILES:
+    """A photograph (``skimage.data.<name>``, one of :data:`PHOTO_FILES` or a file) as linear RGB float32 (sRGB ≈
+    gamma 2.2)."""
+    if osp.isfile(name):
+        try:
+            img = np.asarray(Image.open(name).convert('RGB'))
+        except OSError as err:
+            raise OSError(f'cannot read photograph {name}: {err}') from err
+    elif name in PHOTO_FILES:
         img = np.asarray(Image.open(photo_path(name)).convert('RGB'))
     else:
         img = getattr(skdata, name)()
@@ -91,9 +162,12 @@ def color_matrix(hue: float, saturation: float) -> np.ndarray:
 
 
 def scene_photo(scene: dict) -> np.ndarray:
-    """The scene's radiance map: its photograph (linear RGB) under its colour matrix, clipped to the physical
-    range of a reflectance, [0, 1]."""
+    """The scene's radiance map: its photograph (linear RGB; its ``photo_crop`` if any) under its colour matrix,
+    clipped to the physical range of a reflectance, [0, 1]."""
     photo = photo_linear(scene['photo'])
+    if scene.get('photo_crop'):
+        x0, y0, x1, y1 = scene['photo_crop']
+        photo = photo[y0:y1, x0:x1]
     matrix = np.asarray(scene['color']['matrix'], dtype=np.float32)
     if np.array_equal(matrix, np.eye(3)):
         return photo
@@ -183,6 +257,15 @@ def render_linear(scene: dict, k: int, x: np.ndarray, y: np.ndarray, pitch: floa
     return cv2.remap(photo, uv[..., 0], uv[..., 1], cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT_101)
 
 
+def lens_blur(scene: dict, k: int, radiance: np.ndarray) -> np.ndarray:
+    """Shot ``k``'s image through its lens: its point-spread function (``shots[k - 1]['psf']``, in its own pixels),
+    none for the demo camera."""
+    psf = scene['shots'][k - 1].get('psf')
+    if not psf:
+        return radiance
+    return cv2.filter2D(radiance, -1, cam.psf_kernel(psf), borderType=cv2.BORDER_REFLECT_101)
+
+
 def read_meta(folder: str) -> Optional[dict]:
     """The ``demo_meta.json`` that :func:`make_demo` wrote into ``folder``; None if there is none."""
     path = osp.join(folder, META_FILE)
@@ -215,8 +298,13 @@ def exact_target(meta: dict, sample: dict, scale: int) -> np.ndarray:
     v, u = np.mgrid[0:(y1 - y0) * scale, 0:(x1 - x0) * scale].astype(np.float64)
     m = sample['raw_to_jpg'] @ raw_utils.grid_matrix(x0, y0, 1 / scale)
     x, y = m[0, 0] * u + m[0, 1] * v + m[0, 2], m[1, 0] * u + m[1, 1] * v + m[1, 2]
+    radiance = render_linear(scene, int(shot), x, y, pitch=1 / scale)
+    if 'camera' in scene:  # the camera's rendering of the noiseless, unblurred sensor image, white balance removed
+        camera = scene['camera']
+        jpeg = cam.process(cam.unprocess(radiance.astype(np.float32), camera, scene['wb']), camera, scene['wb'])
+        return raw_utils.remove_white_balance(jpeg, np.asarray(scene['wb'])).astype(np.float32)
     r, _, _, b = scene['wb']
-    sensor = render_linear(scene, int(shot), x, y, pitch=1 / scale) * meta['exposure'] / np.array([r, 1, b])
+    sensor = radiance * meta['exposure'] / np.array([r, 1, b])
     return (np.clip(sensor, 0, 1)**(1 / raw_utils.JPEG_GAMMA)).astype(np.float32)
 
 
@@ -229,32 +317,72 @@ def _save_jpg(path: str, rgb: np.ndarray, focal_length: float) -> None:
 
 
 def write_shot(scene: dict, k: int, folder: str, rng: np.random.Generator) -> None:
-    """Write ``0000k.ARW`` (DNG mosaic with noise) and ``0000k.JPG`` (its ISP rendering with EXIF)."""
+    """Write ``0000k.ARW`` (DNG mosaic with noise, carrying its camera) and ``0000k.JPG`` (the camera's rendering with
+    EXIF), through the scene's camera (:mod:`sdan_basicsr.data.camera`)."""
     h, w = scene['size']
     y, x = np.mgrid[0:h, 0:w].astype(np.float64)
-    radiance = render_linear(scene, k, x, y) * EXPOSURE
+    camera = scene_camera(scene)
+    sensor = cam.unprocess(lens_blur(scene, k, render_linear(scene, k, x, y)), camera, scene['wb'])
+    dy, dx = raw_utils.CFA_OFFSETS[camera['pattern']]
+    # a mosaic of pattern P starts (dy, dx) before an RGGB one (raw_utils.CFA_OFFSETS)
+    mosaic = raw_utils.mosaic_rgb(np.pad(sensor, ((dy, 0), (dx, 0), (0, 0))))[dy:, dx:]
+    counts = cam.noisy_counts(mosaic.astype(np.float32), camera, rng)
+    black, white = camera['black'], camera['white']
     r, _, _, b = scene['wb']
-    sensor = radiance / np.array([r, 1, b], dtype=np.float32)
-    mosaic = raw_utils.mosaic_rgb(sensor.astype(np.float32))
-    mosaic += rng.normal(size=mosaic.shape).astype(np.float32) * np.sqrt(SHOT_NOISE * mosaic + READ_NOISE**2)
-    black, white = raw_utils.SONY_BLACK_LEVEL, raw_utils.SONY_WHITE_LEVEL
-    counts = np.clip(np.round(black + mosaic * (white - black)), 0, white).astype(np.uint16)
     name = raw_utils.shot_name(k)
     focal = scene['focal_lengths'][k - 1]
-    raw_utils.write_dng(osp.join(folder, f'{name}.ARW'), counts, 'RGGB', black, white, (1 / r, 1., 1 / b), focal)
+    raw_utils.write_dng(osp.join(folder, f'{name}.ARW'), counts, camera['pattern'], black, white, (1 / r, 1., 1 / b),
+                        focal, camera['xyz_to_cam'])
 
-    # camera ISP: demosaic, white balance, gamma
+    # camera ISP: demosaic, white balance, colour matrix, tone
     norm = np.clip((counts.astype(np.float32) - black) / (white - black), 0, 1)
-    rgb = cv2.cvtColor((norm * 65535).astype(np.uint16), cv2.COLOR_BayerBG2RGB).astype(np.float32) / 65535
-    rgb = np.clip(rgb * np.array([r, 1, b], dtype=np.float32), 0, 1)**(1 / raw_utils.JPEG_GAMMA)
+    bayer = cv2.COLOR_BayerBG2RGB
+    demosaicked = cv2.cvtColor(np.pad((norm * 65535).astype(np.uint16), ((dy, 0), (dx, 0)), mode='reflect'), bayer)
+    rgb = cam.process(demosaicked[dy:, dx:].astype(np.float32) / 65535, camera, scene['wb'])
     _save_jpg(osp.join(folder, f'{name}.JPG'), (rgb * 255 + 0.5).astype(np.uint8), focal)
 
 
+def scene_camera(scene: dict) -> dict:
+    """The scene's camera: its ``camera`` entry, or the demo camera for trees written before cameras were recorded."""
+    return scene.get('camera') or cam.demo_camera(EXPOSURE, SHOT_NOISE, READ_NOISE)
+
+
+def photo_window(rng: np.random.Generator, photo_size: Sequence[int], size: int) -> dict:
+    """Shot size, crop and scale of a scene made from a photograph file of ``photo_size`` (h, w), deterministic by
+    ``rng``: ``00001`` sees :data:`PHOTO_PER_PIXEL` photograph pixels per pixel (a photograph too small for ``size``
+    gives a smaller shot, at least :data:`MIN_PHOTO_SHOT` wide); the crop is centred on a random point and reaches as
+    far as the widest shot sees, so the wide shots see the photograph's own surroundings where it has them."""
+    ph, pw = photo_size
+    step = float(rng.uniform(*PHOTO_PER_PIXEL))
+    w = int(min(size, pw / step, ph / step * 4 / 3)) // 2 * 2
+    if w < MIN_PHOTO_SHOT:
+        w = MIN_PHOTO_SHOT
+        step = min(pw / w, ph / (w * 3 // 4 // 2 * 2))
+    h = w * 3 // 4 // 2 * 2
+    fx, fy = step * w / 2, step * h / 2
+    cx, cy = rng.uniform(fx, max(fx, pw - fx)), rng.uniform(fy, max(fy, ph - fy))
+    reach = FOCAL_LENGTHS[0] / FOCAL_LENGTHS[-1]
+    ex, ey = min(cx, pw - cx, reach * fx), min(cy, ph - cy, reach * fy)
+    crop = [int(round(cx - ex)), int(round(cy - ey)), int(round(cx + ex)), int(round(cy + ey))]
+    return dict(size=[h, w], photo_crop=crop, photo_size=[crop[3] - crop[1], crop[2] - crop[0]], photo_per_pixel=step)
+
+
 def scene_params(rng: np.random.Generator, photo: str, num_shots: int, size: int, shift: float,
-                 residual: float, vary_color: bool) -> dict:
-    """Random but JSON-serialisable parameters of one scene (geometry, then :func:`color_params`)."""
+                 residual: float, vary_color: bool, camera_rng: Optional[np.random.Generator] = None,
+                 camera_opt: Optional[dict] = None) -> dict:
+    """Random but JSON-serialisable parameters of one scene (geometry, then :func:`color_params`).
+
+    With ``camera_rng`` the scene gets a random camera (:func:`~sdan_basicsr.data.camera.sample_camera` with
+    ``camera_opt``: ``xyz_to_cam``, ``noise``), white balance and per-shot lens blur, and a photograph file gets a
+    random window (:func:`photo_window`), all drawn from ``camera_rng``, so that ``rng``'s draws, and with them the demo
+    tree, stay as they are.
+    """
     h, w = (size * 3 // 4) // 2 * 2, size // 2 * 2
     ph, pw = photo_linear(photo).shape[:2]
+    window = {}
+    if camera_rng is not None and osp.isfile(photo):
+        window = photo_window(camera_rng, (ph, pw), size)
+        (h, w), (ph, pw) = window['size'], window['photo_size']
     c = np.array([(w - 1) / 2, (h - 1) / 2])
     shots = []
     for k in range(1, num_shots + 1):
@@ -271,7 +399,7 @@ def scene_params(rng: np.random.Generator, photo: str, num_shots: int, size: int
                 phase=rng.uniform(0, 2 * np.pi, 2).tolist(),
                 field=(rng.uniform(-0.5, 0.5, 2) * residual).tolist())
         shots.append(dict(affine=a.tolist(), residual=res))
-    return dict(
+    scene = dict(
         photo=photo,
         photo_size=[ph, pw],
         photo_per_pixel=PHOTO_FOV * min(pw / w, ph / h),
@@ -279,15 +407,32 @@ def scene_params(rng: np.random.Generator, photo: str, num_shots: int, size: int
         focal_lengths=list(FOCAL_LENGTHS[:num_shots]),
         shots=shots,
         **color_params(rng, vary_color))
+    if camera_rng is not None:
+        scene.update(window)
+        scene['camera'] = cam.sample_camera(camera_rng, **(camera_opt or {}))
+        scene['wb'] = cam.sample_gains(camera_rng)
+        for k, shot in enumerate(shots, 1):
+            shot['psf'] = cam.sample_psf(camera_rng, target=k <= 3)
+    return scene
 
 
-def scene_plan(num_scenes: int, num_test: int, color_variation: bool = True) -> List[Tuple[str, str, bool]]:
-    """(key, photograph, colour variation or not) of every scene of a tree, as :func:`make_demo` makes it."""
+def scene_plan(num_scenes: int, num_test: int, color_variation: bool = True,
+               photos: Sequence[str] = ()) -> List[Tuple[str, str, bool]]:
+    """(key, photograph, colour variation or not) of every scene of a tree, as :func:`make_demo` makes it.
+
+    Training scenes show :data:`TRAIN_PHOTOS` in turn, or the files ``photos``, each as many times per pass as it
+    holds crops (one per two 512 × 384 shot areas, at most :data:`MAX_CROPS`)."""
     num_train = num_scenes - num_test
+    train = list(TRAIN_PHOTOS)
+    if photos:
+        train = []
+        for photo in photos:
+            ph, pw = photo_linear(photo).shape[:2]
+            train += [photo] * int(np.clip(pw * ph // (2 * 512 * 384), 1, MAX_CROPS))
     plan = []
     for i in range(num_scenes):
         if i < num_train:
-            split, photo, vary = 'train', TRAIN_PHOTOS[i % len(TRAIN_PHOTOS)], color_variation
+            split, photo, vary = 'train', train[i % len(train)], color_variation
         else:
             j = i - num_train
             split, photo, vary = 'test', TEST_PHOTOS[j % len(TEST_PHOTOS)], j >= len(TEST_PHOTOS)
@@ -303,7 +448,11 @@ def make_demo(out: str,
               residual: float = 8.,
               num_test: Optional[int] = None,
               color_variation: bool = True,
-              jobs: int = 1) -> dict:
+              jobs: int = 1,
+              photos: Sequence[str] = (),
+              camera: str = 'demo',
+              camera_matrix: Optional[str] = None,
+              noise: Optional[str] = None) -> dict:
     """Write a demo SR-RAW tree ``out/{train,test}/<scene>/0000k.{ARW,JPG}`` and run the preprocessing on it.
 
     Every shot is ``size`` × ``3/4 size`` pixels (even); scenes with an odd index have 6 shots (no
@@ -329,6 +478,15 @@ def make_demo(out: str,
         color_variation (bool): Training scenes under random colour variations (else in the photographs' own
             colours). Default: True.
         jobs (int): Parallel scenes for the preprocessing. Default: 1.
+        photos (Sequence[str]): Photograph files, folders or ``debian`` (:func:`find_photos`) that training scenes
+            show instead of :data:`TRAIN_PHOTOS`, each in random windows (:func:`photo_window`); needs ``camera:
+            random``. Default: () (scikit-image's).
+        camera (str): ``demo``: the demo's fixed camera and illuminant law; ``random``: a camera per scene
+            (:func:`~sdan_basicsr.data.camera.sample_camera`), recorded in the metadata. Default: 'demo'.
+        camera_matrix (str | None): With ``camera: random``, every camera gets this colour matrix of
+            :data:`~sdan_basicsr.data.camera.HELD_OUT_XYZ_TO_CAM` instead of a mixture. Default: None.
+        noise (str | None): With ``camera: random``, every camera's noise at this level of
+            :data:`~sdan_basicsr.data.camera.NOISE_LEVELS`. Default: None (random).
 
     Returns:
         dict: The metadata written to ``demo_meta.json``: ``{'tree': {the arguments above}, 'scenes':
@@ -338,13 +496,26 @@ def make_demo(out: str,
         raise ValueError(f'size must be at least 64, got {size}')
     if num_test is None:
         num_test = max(1, num_scenes // 4) if num_scenes >= 2 else 0
+    if camera not in ('demo', 'random'):
+        raise ValueError(f"camera must be 'demo' or 'random', got {camera!r}")
+    if camera == 'demo' and (photos or camera_matrix or noise):
+        raise ValueError('photos, camera_matrix and noise need camera: random')
+    if camera_matrix is not None and camera_matrix not in cam.HELD_OUT_XYZ_TO_CAM:
+        raise ValueError(f'camera_matrix: {camera_matrix!r} is not one of {sorted(cam.HELD_OUT_XYZ_TO_CAM)}')
+    if noise is not None and noise not in cam.NOISE_LEVELS:
+        raise ValueError(f'noise: {noise!r} is not one of {sorted(cam.NOISE_LEVELS)}')
+    files = find_photos(photos)
     rng = np.random.default_rng(seed)
     tree = dict(num_scenes=num_scenes, num_test=num_test, size=size, seed=seed, shift=shift, residual=residual,
                 color_variation=color_variation)
+    if camera != 'demo':
+        tree.update(photos=list(photos), camera=camera, camera_matrix=camera_matrix, noise=noise)
+    camera_opt = dict(noise=noise, xyz_to_cam=cam.HELD_OUT_XYZ_TO_CAM.get(camera_matrix))
     meta = dict(seed=seed, exposure=EXPOSURE, tree=tree, scenes={})
-    for i, (key, photo, vary) in enumerate(scene_plan(num_scenes, num_test, color_variation)):
+    for i, (key, photo, vary) in enumerate(scene_plan(num_scenes, num_test, color_variation, files)):
         num_shots = 6 if i % 2 else 7
-        scene = scene_params(rng, photo, num_shots, size, shift, residual, vary)
+        camera_rng = np.random.default_rng([seed, i]) if camera == 'random' else None
+        scene = scene_params(rng, photo, num_shots, size, shift, residual, vary, camera_rng, camera_opt)
         folder = osp.join(out, key)
         os.makedirs(folder, exist_ok=True)
         for k in range(1, num_shots + 1):
@@ -368,9 +539,21 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument('--no-color-variation', dest='color_variation', action='store_false',
                         help='training scenes in the photographs\' own colours')
     parser.add_argument('--jobs', type=int, default=1, help='parallel scenes for the preprocessing')
+    parser.add_argument('--photos', nargs='+', default=(), metavar='PATH',
+                        help='photograph files or folders (JPEG/PNG/WebP, any size; "debian": the photographs of '
+                        'scripts/get_photos.sh; "skimage": scikit-image\'s) that training scenes show, in random '
+                        'windows; needs --camera random')
+    parser.add_argument('--camera', choices=('demo', 'random'), default='demo',
+                        help='demo: one fixed camera; random: a camera per scene (colour matrix, white balance, '
+                        'noise, bit depth, CFA phase, tone curve, lens blur), recorded in demo_meta.json')
+    parser.add_argument('--camera-matrix', choices=sorted(cam.HELD_OUT_XYZ_TO_CAM), default=None,
+                        help='with --camera random: every scene with this real camera\'s colour matrix')
+    parser.add_argument('--noise', choices=sorted(cam.NOISE_LEVELS), default=None,
+                        help='with --camera random: every scene\'s sensor noise at this level')
     args = parser.parse_args(argv)
     make_demo(args.out, num_scenes=args.num_scenes, size=args.size, seed=args.seed, shift=args.shift,
-              residual=args.residual, num_test=args.num_test, color_variation=args.color_variation, jobs=args.jobs)
+              residual=args.residual, num_test=args.num_test, color_variation=args.color_variation, jobs=args.jobs,
+              photos=args.photos, camera=args.camera, camera_matrix=args.camera_matrix, noise=args.noise)
     print(f'SR-RAW demo tree written to {args.out}')
 
 

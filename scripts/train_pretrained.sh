@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Train the shipped SDAN: set up .venv/, install the training photographs, build the camera-diverse corpus
+# (datasets/sdan_corpus, once), then train options/train_sdan_pretrained.yml in bf16, resuming where it stopped.
+#   bash scripts/train_pretrained.sh            train (resumes from experiments/ or from checkpoints/)
+#   bash scripts/train_pretrained.sh --keep     copy the latest training state into checkpoints/ (a few MB, kept in
+#                                               the repository so that a training survives the machine)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+NAME=SDAN_pretrained_x4_bayer
+EXP="$ROOT/experiments/$NAME"
+KEEP="$ROOT/checkpoints/$NAME"
+cd "$ROOT"
+
+latest_state() { ls "$1"/*.state 2>/dev/null | sed 's#.*/##; s#\.state$##' | sort -n | tail -1; }
+
+if [ "${1:-}" = "--keep" ]; then
+    iter="$(latest_state "$EXP/training_states")"
+    [ -n "$iter" ] || { echo "no training state under $EXP/training_states" >&2; exit 1; }
+    rm -rf "$KEEP" && mkdir -p "$KEEP"
+    cp "$EXP/training_states/$iter.state" "$EXP/models/net_g_$iter.pth" "$KEEP/"
+    echo "kept iteration $iter in $KEEP"
+    exit 0
+fi
+
+bash "$ROOT/scripts/setup_env.sh"
+bash "$ROOT/scripts/get_photos.sh"
+if [ ! -f datasets/sdan_corpus/demo_meta.json ]; then
+    .venv/bin/sdan-make-demo datasets/sdan_corpus --camera random --photos debian skimage --no-color-variation \
+        --num-scenes 186 --num-test 10 --size 768 --residual 3 --jobs 2
+fi
+kept="$(latest_state "$KEEP")"
+if [ -n "$kept" ] && [ -z "$(latest_state "$EXP/training_states")" ]; then
+    mkdir -p "$EXP/training_states" "$EXP/models"
+    cp "$KEEP/$kept.state" "$EXP/training_states/" && cp "$KEEP/net_g_$kept.pth" "$EXP/models/"
+    echo "resuming from the kept iteration $kept"
+fi
+exec .venv/bin/python sdan_basicsr/train.py -opt options/train_sdan_pretrained.yml --auto_resume
