@@ -2,7 +2,8 @@
 
 Rows 1-10 are the compatibility table of the project's design notes; row 11 (``launch_root``) and row 12
 (``_launcher_parse_options``) let ``python -m basicsr.train`` / ``python basicsr/train.py`` run the plugin; row 13
-makes ``--force_yml manual_seed=N`` seed the run. ``apply()``
+makes ``--force_yml manual_seed=N`` seed the run; row 14 (``_model_to_device``) leaves constant buffers out of
+``DistributedDataParallel``'s broadcast at every forward. ``apply()``
 also installs the crash-safe saves of ``sdan_basicsr/utils/checkpoint.py``. It is idempotent and must run before the
 first ``import basicsr``: ``import sdan_basicsr`` does it, and so does the import hook ``sdan_basicsr_autoload`` when
 basicsr is imported first.
@@ -150,8 +151,36 @@ def _init_dist_slurm(backend: str = 'nccl', port=None) -> None:
     dist.init_process_group(backend=backend)
 
 
+def training_updates_buffers(net) -> bool:
+    """Whether a forward of ``net`` in training mode changes one of its buffers.
+
+    Only two kinds of layer do: normalization layers that track running statistics (BatchNorm, …) and spectral
+    normalization (its power-iteration vectors). Every other buffer (SDAN's CFA ``pattern`` and ``input_gamma``,
+    the mean and std of BasicSR's VGG, …) is a constant, equal on every rank once ``DistributedDataParallel``
+    has broadcast rank 0's at its construction.
+    """
+    from torch.nn.modules.batchnorm import _NormBase
+    from torch.nn.utils.parametrizations import _SpectralNorm
+    from torch.nn.utils.spectral_norm import SpectralNorm
+
+    for module in net.modules():
+        if (isinstance(module, _NormBase) and module.track_running_stats) or isinstance(module, _SpectralNorm):
+            return True
+        if any(isinstance(hook, SpectralNorm) for hook in module._forward_pre_hooks.values()):
+            return True
+    return False
+
+
 def _model_to_device(self, net):
-    """Row 5: ``DistributedDataParallel`` with ``device_ids=None`` when the model lives on the CPU."""
+    """Rows 5 and 14: basicsr's ``BaseModel.model_to_device`` for the CPU and for networks with constant buffers.
+
+    Row 5: ``DistributedDataParallel`` with ``device_ids=None`` when the model lives on the CPU.
+
+    Row 14: ``DistributedDataParallel`` broadcasts rank 0's buffers at the start of every forward, a collective
+    that each rank must match. Only a network whose training forward changes its buffers
+    (:func:`training_updates_buffers`: BatchNorm's statistics, a discriminator's spectral norm) needs that; for
+    the others (SDAN's, whose buffers are constants) it is turned off, after the broadcast at construction.
+    """
     import torch
     from torch.nn.parallel import DataParallel, DistributedDataParallel
 
@@ -159,7 +188,9 @@ def _model_to_device(self, net):
     if self.opt['dist']:
         find_unused_parameters = self.opt.get('find_unused_parameters', False)
         device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
+        updates_buffers = training_updates_buffers(net)
         net = DistributedDataParallel(net, device_ids=device_ids, find_unused_parameters=find_unused_parameters)
+        net.broadcast_buffers = updates_buffers  # after the construction, which always broadcasts them once
     elif self.opt['num_gpu'] > 1:
         net = DataParallel(net)
     return net

@@ -148,6 +148,7 @@ def test_kill_then_auto_resume_matches_uninterrupted_run(demo_root, tmp_path):
 
 def test_two_process_gloo_training_and_testing(demo_root, tmp_path):
     opt = _options(demo_root, 'sdan_ddp', train__total_iter=4)
+    opt['network_g'] = dict(TINY_NET, cfa_head=True, in_gamma=2.2)  # with buffers, as the option files' SDAN
     opt['logger'].update(save_checkpoint_freq=4)
     opt['val'].update(val_freq=4)
     opt['datasets']['train']['num_worker_per_gpu'] = 0
@@ -159,18 +160,22 @@ def test_two_process_gloo_training_and_testing(demo_root, tmp_path):
     log = _train_log(tmp_path, 'sdan_ddp')
     assert "'world_size': 2" in log or 'world_size: 2' in log
     assert re.search(r'iter:\s*4, .*l_pix: ', log)
+    assert log.index('End of training') < log.rindex('# psnr: ')  # the final validation
     model = tmp_path / 'experiments' / 'sdan_ddp' / 'models' / 'net_g_4.pth'
     assert model.is_file()
 
     test_opt = {'name': 'sdan_ddp_test', 'model_type': 'SDANModel', 'scale': 4, 'num_gpu': 0,
-                'datasets': {'test': dict(opt['datasets']['val'])}, 'network_g': dict(TINY_NET),
+                'datasets': {'test': dict(opt['datasets']['val'], pairs=[[5, 1], [6, 2], [7, 3]])},
+                'network_g': opt['network_g'],
                 'path': {'pretrain_network_g': str(model)},
                 'val': {'save_img': False, 'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 8}}}}
     proc = subprocess.run(torchrun[:-1] + ['--master_port=29732', TEST, '-opt', _write(tmp_path, test_opt, 't.yml'),
                                            '--launcher', 'pytorch'],
                           env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-5000:]
-    assert PSNR_RE.search(open(glob.glob(str(tmp_path / 'results' / 'sdan_ddp_test' / 'test_*.log'))[0]).read())
+    log = open(glob.glob(str(tmp_path / 'results' / 'sdan_ddp_test' / 'test_*.log'))[0]).read()
+    assert PSNR_RE.search(log)  # rank 0 tested 2 images, rank 1 one; rank 0 logs all 3, in the set's order:
+    assert re.findall(r'Image (\w+): psnr ', log) == ['00003_00005', '00003_00006', '00003_00007']
 
 
 def test_non_finite_loss_stops_with_the_iteration(demo_root, tmp_path):

@@ -8,6 +8,7 @@ from collections import OrderedDict
 from os import path as osp
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from basicsr.archs import build_network
@@ -15,7 +16,9 @@ from basicsr.losses import build_loss
 from basicsr.metrics import calculate_metric
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger, imwrite, tensor2img
+from basicsr.utils.dist_util import get_dist_info
 from basicsr.utils.registry import MODEL_REGISTRY
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from sdan_basicsr.archs.sdan_arch import pad_to_multiple
@@ -91,6 +94,10 @@ class SDANModel(SRModel):
     - Testing pads inputs to a multiple of ``val.pad_multiple`` (default 32) and crops back; metrics
       compare the network's no-white-balance output with the target, saved images re-apply ``wb`` and
       are named ``<scene>_<shot>``. ``test.py`` also logs every image's metrics, one line per image.
+    - Distributed runs (``--launcher pytorch`` or ``slurm``): every rank takes part in a validation (and in
+      ``test.py``), testing its share of the set through the bare network, never through the
+      ``DistributedDataParallel`` wrapper, whose forward is a collective; the per-image metrics are gathered, so
+      the logged ones are those of one process testing the whole set (:meth:`dist_validation`).
     - ``val.match_color: true`` adds a metric row, never a replacement: each metric again, named
       ``<metric>_color_matched``, on the output brought to the colours of the input's own RGB rendition
       (``lq_rgb``, the camera JPEG) by one global colour transform (:func:`~sdan_basicsr.data.color.match_color`),
@@ -257,7 +264,9 @@ class SDANModel(SRModel):
                                      'before this step changed any weight. The checkpoints saved so far are intact.')
 
     def test(self):
-        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
+        """``self.output`` for ``self.lq``: ``net_g_ema`` when there is one, else ``net_g`` without its
+        ``DistributedDataParallel`` wrapper, whose forward is a collective that a test must not issue."""
+        net = self.test_network()
         multiple = self.opt.get('val', {}).get('pad_multiple', 32)
         h, w = self.lq.shape[-2:]
         ref = None
@@ -271,6 +280,10 @@ class SDANModel(SRModel):
         net.train(was_training)
         scale = sr.shape[-1] // lq.shape[-1]
         self.output = sr[..., :scale * h, :scale * w]
+
+    def test_network(self) -> torch.nn.Module:
+        """The bare network that tests and validations run: ``net_g_ema`` when there is one, else ``net_g``."""
+        return self.net_g_ema if hasattr(self, 'net_g_ema') else self.get_bare_model(self.net_g)
 
     def test_reference(self) -> torch.Tensor:
         """SDAN's reference at test time, as ``val.ref`` says: the input's RGB, or the target downsampled."""
@@ -300,20 +313,42 @@ class SDANModel(SRModel):
         """``SRModel.nondist_validation`` with white balance re-applied to the saved images, the colour-matched
         metrics of ``val.match_color`` and, in ``test.py``, one log line of metrics per image."""
         dataset_name = dataloader.dataset.opt['name']
-        metrics_opt = self.opt['val'].get('metrics') or {}
-        suffixes = ('', COLOR_MATCHED) if self.opt['val'].get('match_color') else ('', )
-        if metrics_opt:
-            self._initialize_best_metric_results(dataset_name)
-            best = self.best_metric_results[dataset_name]
-            for metric, suffix in ((m, x) for m in metrics_opt for x in suffixes[1:]):
-                better = best[metric]['better']
-                best.setdefault(metric + suffix, dict(better=better, iter=-1,
-                                                      val=float('-inf') if better == 'higher' else float('inf')))
-            self.metric_results = {metric + suffix: 0 for suffix in suffixes for metric in metrics_opt}
-        pbar = tqdm(total=len(dataloader), unit='image') if self.opt['val'].get('pbar', False) else None
-        logger = get_root_logger()
+        scores = self._test_images(dataloader, dataset_name, current_iter, save_img, self.opt['val'].get('pbar'))
+        self._report_metrics(dataset_name, scores, current_iter, tb_logger)
 
-        for idx, val_data in enumerate(dataloader):
+    def dist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        """:meth:`nondist_validation` shared by every rank, which all call it (BasicSR's runs on rank 0 alone).
+
+        Rank r tests images r, r + world_size, … of the set through the bare network (:meth:`test`), with rank 0's
+        buffers; the scores of every image are gathered on every rank and reported in the set's order, so the
+        metrics are those of one process testing the whole set. No forward is a collective, so a validation
+        never meets another rank's training collectives, and the end of a run does not wait on a rank that left.
+        """
+        rank, world_size = get_dist_info()
+        for buffer in self.test_network().buffers():  # BatchNorm statistics differ by each rank's last batch
+            dist.broadcast(buffer, src=0)
+        dataset, dataset_name = dataloader.dataset, dataloader.dataset.opt['name']
+        shard = DataLoader(Subset(dataset, range(rank, len(dataset), world_size)), batch_size=1,
+                           num_workers=dataloader.num_workers, collate_fn=dataloader.collate_fn)
+        pbar = self.opt['val'].get('pbar') and rank == 0
+        scores = self._test_images(shard, dataset_name, current_iter, save_img, pbar)
+        gathered = [None] * world_size
+        dist.all_gather_object(gathered, scores)
+        scores = [gathered[i % world_size][i // world_size] for i in range(len(dataset))]
+        self._report_metrics(dataset_name, scores, current_iter, tb_logger)
+
+    def _metric_suffixes(self) -> tuple:
+        """'' for the metrics on the output, and ``COLOR_MATCHED`` too with ``val.match_color``."""
+        return ('', COLOR_MATCHED) if self.opt['val'].get('match_color') else ('', )
+
+    def _test_images(self, dataloader, dataset_name, current_iter, save_img, pbar) -> list:
+        """Test every image of ``dataloader`` (saving it with ``save_img``, with a progress bar with ``pbar``);
+        returns one (name, {metric: value}) per image, in the loader's order."""
+        metrics_opt = self.opt['val'].get('metrics') or {}
+        suffixes = self._metric_suffixes()
+        pbar = tqdm(total=len(dataloader), unit='image') if pbar else None
+        scores = []
+        for val_data in dataloader:
             img_name = image_name(val_data['lq_path'][0])
             self.feed_data(val_data)
             self.test()
@@ -331,21 +366,36 @@ class SDANModel(SRModel):
                     path = osp.join(self.opt['path']['visualization'], dataset_name, f'{img_name}_{suffix}.png')
                 imwrite(tensor2img([visuals.get('result_wb', visuals['result'])]), path)
             del self.lq, self.output
-            if metrics_opt:
-                values = {name + suffix: calculate_metric({'img': img, 'img2': gt}, opt_)
-                          for suffix, img in results.items() for name, opt_ in metrics_opt.items()}
-                for name, value in values.items():
-                    self.metric_results[name] += value
-                if not self.opt['is_train']:
-                    logger.info(f'Image {img_name}: ' + ', '.join(f'{k} {v:.4f}' for k, v in values.items()))
+            scores.append((img_name, {name + suffix: calculate_metric({'img': img, 'img2': gt}, opt_)
+                                      for suffix, img in results.items() for name, opt_ in metrics_opt.items()}))
             if pbar:
                 pbar.update(1)
                 pbar.set_description(f'Test {img_name}')
         if pbar:
             pbar.close()
+        return scores
 
-        if metrics_opt:
-            for metric in self.metric_results:
-                self.metric_results[metric] /= (idx + 1)
-                self._update_best_metric_result(dataset_name, metric, self.metric_results[metric], current_iter)
-            self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
+    def _report_metrics(self, dataset_name, scores, current_iter, tb_logger) -> None:
+        """The metrics averaged over ``scores`` (as :meth:`_test_images` returns them, for the whole set) into
+        ``self.metric_results``, the best ones and the log (in ``test.py``, every image's too)."""
+        metrics_opt = self.opt['val'].get('metrics') or {}
+        if not metrics_opt:
+            return
+        suffixes = self._metric_suffixes()
+        self._initialize_best_metric_results(dataset_name)
+        best = self.best_metric_results[dataset_name]
+        for metric, suffix in ((m, x) for m in metrics_opt for x in suffixes[1:]):
+            better = best[metric]['better']
+            best.setdefault(metric + suffix, dict(better=better, iter=-1,
+                                                  val=float('-inf') if better == 'higher' else float('inf')))
+        self.metric_results = {metric + suffix: 0 for suffix in suffixes for metric in metrics_opt}
+        logger = get_root_logger()
+        for img_name, values in scores:
+            for name, value in values.items():
+                self.metric_results[name] += value
+            if not self.opt['is_train']:
+                logger.info(f'Image {img_name}: ' + ', '.join(f'{k} {v:.4f}' for k, v in values.items()))
+        for metric in self.metric_results:
+            self.metric_results[metric] /= len(scores)
+            self._update_best_metric_result(dataset_name, metric, self.metric_results[metric], current_iter)
+        self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
