@@ -89,6 +89,7 @@ setup(
     long_description_content_type='text/markdown',
     packages=find_packages(include=['sdan_basicsr', 'sdan_basicsr.*']),
     py_modules=['sdan_basicsr_autoload'],
+    package_data={'sdan_basicsr.weights': ['*.pth', '*.md']},
     data_files=[('', [AUTOLOAD_PTH])],
     python_requires='>=3.9',
     install_requires=[

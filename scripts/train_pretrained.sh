@@ -11,7 +11,7 @@ EXP="$ROOT/experiments/$NAME"
 KEEP="$ROOT/checkpoints/$NAME"
 cd "$ROOT"
 
-latest_state() { ls "$1"/*.state 2>/dev/null | sed 's#.*/##; s#\.state$##' | sort -n | tail -1; }
+latest_state() { { ls "$1"/*.state 2>/dev/null || true; } | sed 's#.*/##; s#\.state$##' | sort -n | tail -1; }
 
 if [ "${1:-}" = "--keep" ]; then
     iter="$(latest_state "$EXP/training_states")"

@@ -1,0 +1,148 @@
+"""The shipped SDAN's figures (its model card): held-out demo scenes, noise levels and unseen colour matrices.
+
+Every row is ``sdan_basicsr/test.py`` run as a user would (SR-RAW protocol: RGB, 32-px border crop, no white
+balance), on photographs the shipped weights never trained on (``make_demo.TEST_PHOTOS``):
+
+- ``demo``: the README demo's five held-out scenes (the demo's fixed camera), made if missing;
+- ``noise_low`` / ``noise_mid`` / ``noise_high``: the same photographs through random training-like cameras with
+  sensor noise at the low, mid and high ISO of the range (:data:`~sdan_basicsr.data.camera.NOISE_LEVELS`);
+- one tree per colour matrix of :data:`~sdan_basicsr.data.camera.HELD_OUT_XYZ_TO_CAM`, outside the training mixture.
+
+Rows: bicubic, SDAN, SDAN colour-matched (``val.match_color``: the output brought to the input JPEG's colours),
+and per scene the 8-bit mean-colour error of the saved SDAN image against the white-balanced target.
+
+    python bench/pretrained_eval.py [--weights sdan_basicsr/weights/sdan_x4_bayer.pth] [--out bench/pretrained_eval.md]
+    python bench/pretrained_eval.py --trees demo          # only the demo's held-out scenes
+"""
+import argparse
+import datetime
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from os import path as osp
+
+import numpy as np
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from sdan_basicsr.data import camera as cam  # noqa: E402
+from sdan_basicsr.tools import demo  # noqa: E402
+from sdan_basicsr.tools.make_demo import TEST_PHOTOS, make_demo, read_meta  # noqa: E402
+from sdan_basicsr.weights import SHIPPED_WEIGHTS  # noqa: E402
+
+SDAN_OPT = osp.join('options', 'test_sdan_pretrained.yml')
+BICUBIC_OPT = osp.join('options', 'baselines', 'test_bicubic_demo.yml')
+ROBUST_ROOT = osp.join('datasets', 'sdan_robust')
+#: The robustness trees: name → make_demo's camera options; the held-out photographs once each, shots 768 px wide.
+ROBUST_TREES = {
+    **{f'noise_{level}': dict(noise=level) for level in cam.NOISE_LEVELS},
+    **{name.split()[-2].lower() + '_' + name.split()[-1].lower(): dict(camera_matrix=name)
+       for name in cam.HELD_OUT_XYZ_TO_CAM},
+}
+
+
+def tree_folder(name: str) -> str:
+    """The test folder of tree ``name`` (made if missing)."""
+    if name == 'demo':
+        if demo.demo_tree_params(demo.DEMO_DATA) != demo.DEMO_TREE:
+            shutil.rmtree(demo.DEMO_DATA, ignore_errors=True)
+            make_demo(demo.DEMO_DATA, **demo.DEMO_TREE)
+        return osp.join(demo.DEMO_DATA, 'test')
+    folder = osp.join(ROBUST_ROOT, name)
+    if read_meta(folder) is None:
+        shutil.rmtree(folder, ignore_errors=True)
+        n = len(TEST_PHOTOS)
+        make_demo(folder, num_scenes=n, num_test=n, size=768, seed=0, residual=3., camera='random',
+                  **ROBUST_TREES[name])
+    return osp.join(folder, 'test')
+
+
+def run_test(opt: str, name: str, dataroot: str, weights: str = None) -> None:
+    force = [f'name={name}', f'datasets:test:dataroot={dataroot}']
+    if weights is not None:
+        force.append(f'path:pretrain_network_g={weights}')
+    cmd = [sys.executable, osp.join(ROOT, 'sdan_basicsr', 'test.py'), '-opt', opt, '--force_yml', *force]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def colour_errors(experiment: str, dataroot: str) -> dict:
+    """``{image: (3,) %}``: 8-bit mean R/G/B of each saved result against the white-balanced target, minus 1."""
+    import glob
+
+    import cv2
+
+    from sdan_basicsr.data.srraw_dataset import SRRAWPairedDataset
+    from sdan_basicsr.models.sdan_model import image_name
+
+    dataset = SRRAWPairedDataset({'name': 'eval', 'dataroot': dataroot, 'phase': 'test'})
+    errors = {}
+    for i in range(len(dataset)):
+        item = dataset[i]
+        stem = image_name(item['lq_path'])
+        saved = glob.glob(osp.join(ROOT, 'results', experiment, 'visualization', '*', f'{stem}_*.png'))
+        target = demo.mean_colour(demo._white_balanced_target(item), '8-bit')
+        errors[stem] = 100 * (demo.mean_colour(cv2.imread(saved[0]), '8-bit') / np.maximum(target, 1e-9) - 1)
+    return errors
+
+
+def evaluate(tree: str, weights: str) -> dict:
+    dataroot = tree_folder(tree)
+    rows = {}
+    for label, opt in (('Bicubic', BICUBIC_OPT), ('SDAN', SDAN_OPT)):
+        name = f'pretrained_eval_{tree}_{label}'
+        run_test(opt, name, dataroot, weights if label == 'SDAN' else None)
+        rows[label] = dict(mean=demo.read_test_metrics(ROOT, name), images=demo.read_image_metrics(ROOT, name),
+                           colour=colour_errors(name, dataroot))
+    return rows
+
+
+def markdown(results: dict, weights: str, seconds: float) -> str:
+    lines = ['# Shipped SDAN: held-out figures\n',
+             f'`python bench/pretrained_eval.py` with `{weights}`, {platform.processor() or platform.machine()}, '
+             f'{os.cpu_count()} threads, {datetime.date.today()}, {seconds / 60:.1f} min. PSNR / SSIM / LPIPS on '
+             'photographs never trained on; colour: worst 8-bit mean-colour error of a scene and channel.\n',
+             '| tree | Bicubic | SDAN | SDAN, colour-matched | Δ PSNR (plain / matched) | worst colour |',
+             '|---|---|---|---|---|---|']
+    for tree, rows in results.items():
+        b, s = rows['Bicubic']['mean'], rows['SDAN']['mean']
+        matched = {k[:-len('_color_matched')]: v for k, v in s.items() if k.endswith('_color_matched')}
+        worst = max(np.abs(e).max() for e in rows['SDAN']['colour'].values())
+
+        def cell(m):
+            return f"{m['psnr']:.2f} / {m['ssim']:.4f} / {m['lpips']:.4f}"
+        lines.append(f"| {tree} | {cell(b)} | {cell(s)} | {cell(matched)} | {s['psnr'] - b['psnr']:+.2f} / "
+                     f"{matched['psnr'] - b['psnr']:+.2f} | {worst:.1f} % |")
+    lines += ['', '## Per scene', '', '| tree | scene | Bicubic | SDAN | colour R/G/B (%) | ahead on all three |',
+              '|---|---|---|---|---|---|']
+    for tree, rows in results.items():
+        for stem, s in rows['SDAN']['images'].items():
+            b = rows['Bicubic']['images'][stem]
+            ahead = s['psnr'] > b['psnr'] and s['ssim'] > b['ssim'] and s['lpips'] < b['lpips']
+            colour = '/'.join(f'{e:+.1f}' for e in rows['SDAN']['colour'][stem])
+            lines.append(f"| {tree} | {stem} | {b['psnr']:.2f} / {b['ssim']:.4f} / {b['lpips']:.4f} | "
+                         f"{s['psnr']:.2f} / {s['ssim']:.4f} / {s['lpips']:.4f} | {colour} | "
+                         f"{'yes' if ahead else 'no'} |")
+    return '\n'.join(lines) + '\n'
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--weights', default=SHIPPED_WEIGHTS)
+    parser.add_argument('--trees', nargs='+', default=['demo', *ROBUST_TREES], choices=['demo', *ROBUST_TREES])
+    parser.add_argument('--out', default=osp.join('bench', 'pretrained_eval.md'))
+    args = parser.parse_args()
+    os.chdir(ROOT)
+    start = time.time()
+    results = {tree: evaluate(tree, osp.abspath(args.weights)) for tree in args.trees}
+    text = markdown(results, osp.relpath(osp.abspath(args.weights), ROOT), time.time() - start)
+    with open(args.out, 'w', encoding='utf-8') as f:
+        f.write(text)
+    print(text)
+
+
+if __name__ == '__main__':
+    main()
