@@ -1,6 +1,7 @@
 """One test over every arch the plugin registers: forward at tiny sizes, shapes, finite, gradients everywhere.
 
-An arch registered without an entry in ``TINY`` fails here, so every new arch is tested from the start.
+An arch registered without an entry in ``TINY`` fails here, so every new arch is tested from the start; ``VARIANTS``
+runs the same test over the options that change an arch's structure (the papers' ablations).
 """
 import pytest
 import torch
@@ -15,6 +16,17 @@ TINY = {
               [(1, 3, 3, 8, 8)], (1, 3, 32, 32)),
     'MSFFN': (dict(num_feat=8, num_frame=3, num_extract_block=1, num_block=2, deformable_groups=2),
               [(1, 3, 3, 8, 8)], (1, 3, 32, 32)),
+    'CentreFrameRepeat': (dict(network=dict(type='MSFFN', num_feat=8, num_frame=3, num_extract_block=1, num_block=2,
+                                            deformable_groups=2)), [(1, 3, 3, 8, 8)], (1, 3, 32, 32)),
+}
+#: name of a variant → (arch, options on top of its ``TINY`` ones)
+VARIANTS = {
+    'MSFFN alignment=pcd': ('MSFFN', dict(alignment='pcd')),
+    'MSFFN fusion=df': ('MSFFN', dict(fusion='df')),
+    'DKSAN backbone': ('DKSAN', dict(with_ca=False, with_dkc_align=False, with_dksa=False)),
+    'DKSAN + CA': ('DKSAN', dict(with_dkc_align=False, with_dksa=False)),
+    'DKSAN + DKC_Align': ('DKSAN', dict(with_dksa=False)),
+    'CentreFrameRepeat of DKSAN': ('CentreFrameRepeat', dict(network=dict(TINY['DKSAN'][0], type='DKSAN'))),
 }
 
 
@@ -27,10 +39,11 @@ def test_every_plugin_arch_has_a_tiny_config():
     assert set(plugin_archs()) == set(TINY)
 
 
-@pytest.mark.parametrize('name', plugin_archs())
+@pytest.mark.parametrize('name', plugin_archs() + sorted(VARIANTS))
 def test_forward_backward(name):
-    kwargs, input_shapes, out_shape = TINY[name]
-    net = ARCH_REGISTRY.get(name)(**kwargs)
+    arch, options = VARIANTS.get(name, (name, {}))
+    kwargs, input_shapes, out_shape = TINY[arch]
+    net = ARCH_REGISTRY.get(arch)(**{**kwargs, **options})
     inputs = [torch.rand(shape) for shape in input_shapes]
     out = net(*inputs)
     outputs = tuple(out) if isinstance(out, tuple) else (out, )

@@ -107,6 +107,16 @@ def test_paper_size_constructors(cls, millions):
     assert f'{millions:.2f} M' in cls.__doc__
 
 
+def test_ablation_parameter_counts_are_those_in_the_docstrings():
+    """Table 3's rows of DKSAN and the PCD / direct-fusion MSFFN of Tables V and VI, at the papers' sizes."""
+    rows = [(DKSAN, dict(with_ca=False, with_dkc_align=False, with_dksa=False), '27.00'),
+            (DKSAN, dict(with_dkc_align=False, with_dksa=False), '27.17'), (DKSAN, dict(with_dksa=False), '28.00'),
+            (MSFFN, dict(num_feat=64, alignment='pcd'), '5.23'), (MSFFN, dict(num_feat=64, fusion='df'), '2.59')]
+    for cls, kwargs, millions in rows:
+        assert f'{sum(p.numel() for p in cls(**kwargs).parameters()) / 1e6:.2f}' == millions
+        assert millions in ' '.join(cls.__doc__.split())
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
 @pytest.mark.parametrize('name', sorted(TINY))
 def test_cuda_matches_cpu(name):
@@ -115,3 +125,43 @@ def test_cuda_matches_cpu(name):
     with torch.no_grad():
         expected = net(x)
         torch.testing.assert_close(net.cuda()(x.cuda()).cpu(), expected, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize('option,value', [('alignment', 'tdan'), ('fusion', '3df')])
+def test_msffn_ablation_options_reject_unknown_values(option, value):
+    with pytest.raises(ValueError, match=option):
+        _tiny('MSFFN', **{option: value})
+
+
+def test_msffn_pcd_alignment_needs_sizes_divisible_by_4():
+    net = _tiny('MSFFN', alignment='pcd')
+    with torch.no_grad():
+        assert net(torch.rand(1, 7, 3, 8, 12)).shape == (1, 3, 32, 48)
+        with pytest.raises(ValueError, match=r'divisible by 4.*\(1, 7, 3, 6, 8\)'):
+            net(torch.rand(1, 7, 3, 6, 8))
+
+
+def test_dksan_ablations_leave_out_their_modules():
+    full = _tiny('DKSAN')
+    backbone = _tiny('DKSAN', with_ca=False, with_dkc_align=False, with_dksa=False)
+    assert not hasattr(backbone, 'align') and hasattr(full, 'align')
+    assert all(isinstance(level.dksa, torch.nn.Identity) for level in backbone.levels)
+    names = {type(m).__name__ for m in backbone.modules()}
+    assert 'RCAB' not in names and 'ChannelAttention' not in names and 'DeformKernelConv2d' not in names
+
+
+def test_centre_frame_repeat_sees_only_the_centre_frame():
+    net = ARCH_REGISTRY.get('CentreFrameRepeat')(network=dict(TINY['MSFFN'], type='MSFFN')).eval()
+    x = torch.rand(1, 7, 3, 6, 6)
+    y = x.clone()
+    y[:, [0, 1, 2, 4, 5, 6]] = torch.rand(1, 6, 3, 6, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), net(y))
+        torch.testing.assert_close(net(x), net.net(x[:, 3:4].expand(-1, 7, -1, -1, -1)))
+    assert set(net.state_dict()) == {f'net.{k}' for k in net.net.state_dict()}
+
+
+def test_bicubic_upsamples_the_centre_frame_of_a_video():
+    net = ARCH_REGISTRY.get('Bicubic')(upscale=4)
+    x = torch.rand(2, 5, 3, 6, 8)
+    torch.testing.assert_close(net(x), net(x[:, 2]))

@@ -41,10 +41,12 @@ def demo_root(tmp_path_factory):
 
 def test_fixture_layout(demo_root):
     root = demo_root / 'datasets' / 'video_demo_x4'
-    keys = (root / 'vimeo' / 'meta_info.txt').read_text().split('\n')
-    assert keys[0] == '00001/0001 7 (64,64,3)'
-    assert sorted(os.listdir(root / 'vimeo' / 'LR' / '00001' / '0001')) == [f'im{i}.png' for i in range(1, 8)]
-    assert len(os.listdir(root / 'val' / 'GT' / 'clip000')) == len(os.listdir(root / 'val' / 'LR' / 'clip000')) == 8
+    keys = (root / 'meta_info_train_GT.txt').read_text().split('\n')
+    assert keys[0] == 'generated/0001 7 (64,64,3)'
+    lq = root / 'vimeo_septuplet_matlabLRx4' / 'sequences' / 'generated' / '0001'
+    assert sorted(os.listdir(lq)) == [f'im{i}.png' for i in range(1, 8)]
+    clip = os.listdir(root / 'test' / 'GT')[0]
+    assert len(os.listdir(root / 'test' / 'GT' / clip)) == len(os.listdir(root / 'test' / 'BIx4' / clip)) == 8
 
 
 def test_video_validation_runs_on_cpu(demo_root):

@@ -78,7 +78,8 @@ class DKSANLevel(nn.Module):
     """One ×2 level of the cascade: [E_l] → reconstruction (eq. (12)) → upscale U_l (Fig. 4).
 
     F_recon = DKSA(RCABs(F)) + F; U_l = conv(C→4C) → PixelShuffle(2) → LeakyReLU → conv(C→3). Levels 2…L
-    start from the previous RGB output with E_l = conv(3→C) → LeakyReLU → one residual block.
+    start from the previous RGB output with E_l = conv(3→C) → LeakyReLU → one residual block. Without channel
+    attention the RCABs are plain residual blocks (conv → ReLU → conv + skip); without DKSA, F_recon = RCABs(F) + F.
 
     Args:
         num_feat (int): Channel number C.
@@ -87,17 +88,23 @@ class DKSANLevel(nn.Module):
         num_in_ch (int | None): Channels of the RGB input of E_l; None for level 1 (no E_l).
         num_out_ch (int): Channels of the output image.
         squeeze_factor (int): Channel-attention reduction of the RCABs.
+        with_ca (bool): RCABs with their channel attention (else plain residual blocks). Default: True.
+        with_dksa (bool): Apply DKSA to the reconstructed features. Default: True.
         dk_opt (dict): Keyword arguments of every ``DeformKernelConv2d``.
     """
 
-    def __init__(self, num_feat, num_rcab, num_dk, num_in_ch, num_out_ch, squeeze_factor, **dk_opt):
+    def __init__(self, num_feat, num_rcab, num_dk, num_in_ch, num_out_ch, squeeze_factor, with_ca=True,
+                 with_dksa=True, **dk_opt):
         super().__init__()
         if num_in_ch is not None:
             self.extract = nn.Sequential(
                 nn.Conv2d(num_in_ch, num_feat, 3, 1, 1), nn.LeakyReLU(negative_slope=0.1, inplace=True),
                 ResidualBlockNoBN(num_feat=num_feat))
-        self.rcabs = make_layer(RCAB, num_rcab, num_feat=num_feat, squeeze_factor=squeeze_factor)
-        self.dksa = DKSA(num_feat, num_dk, **dk_opt)
+        if with_ca:
+            self.rcabs = make_layer(RCAB, num_rcab, num_feat=num_feat, squeeze_factor=squeeze_factor)
+        else:
+            self.rcabs = make_layer(ResidualBlockNoBN, num_rcab, num_feat=num_feat, pytorch_init=True)
+        self.dksa = DKSA(num_feat, num_dk, **dk_opt) if with_dksa else nn.Identity()
         self.upscale = nn.Sequential(
             nn.Conv2d(num_feat, 4 * num_feat, 3, 1, 1), nn.PixelShuffle(2),
             nn.LeakyReLU(negative_slope=0.1, inplace=True), nn.Conv2d(num_feat, num_out_ch, 3, 1, 1))
@@ -124,6 +131,12 @@ class DKSAN(nn.Module):
     C→4C conv; the light DKSA of level 1 has ``num_dk_light`` [2] DK layers; the deformable-kernel
     layers predict one offset set per pixel shared by all channels (``dk_groups`` [1],
     ``dk_variant`` ['local'], ``kernel_space`` S [4], K = 3).
+
+    Table 3's ablations are options: ``with_ca=False`` turns the RCABs into plain residual blocks (RCAB without its
+    channel attention, as initialised by PyTorch), ``with_dkc_align=False`` fuses the unaligned features of all
+    frames, ``with_dksa=False`` leaves DKSA out of every level (F_recon = RCABs(F) + F); all three off is the paper's
+    "backbone" (resblocks only). At the paper's sizes the four rows of Table 3 have 27.00, 27.17, 28.00 and 31.34 M
+    parameters here, against its 26.1, 26.3, 27.0 and 29.5 M.
 
     Parameters: 31.34 M at the paper's sizes (``DKSAN()``, built, not run), against the paper's
     29.5 M (Tables 1, 3). Table 3 puts the RCAB/resblock backbone with channel attention at
@@ -154,6 +167,11 @@ class DKSAN(nn.Module):
         kernel_space (int): Kernel space S of the deformable-kernel layers. Default: 4.
         dk_groups (int | None): Offset groups of the deformable-kernel layers (None: one per channel). Default: 1.
         dk_variant (str): 'local' or 'global' kernel offsets. Default: 'local'.
+        with_ca (bool): Channel attention in the reconstruction blocks (RCABs; else plain residual blocks).
+            Default: True.
+        with_dkc_align (bool): Align every frame to the centre one with DKC_Align (else fuse them unaligned).
+            Default: True.
+        with_dksa (bool): DKSA in every level's reconstruction module. Default: True.
     """
 
     def __init__(self,
@@ -171,7 +189,10 @@ class DKSAN(nn.Module):
                  deformable_groups: int = 8,
                  kernel_space: int = 4,
                  dk_groups: Union[int, None] = 1,
-                 dk_variant: str = 'local'):
+                 dk_variant: str = 'local',
+                 with_ca: bool = True,
+                 with_dkc_align: bool = True,
+                 with_dksa: bool = True):
         super().__init__()
         if num_frame < 1 or num_frame % 2 == 0:
             raise ValueError(f'num_frame must be odd (2N+1), got {num_frame}')
@@ -191,12 +212,13 @@ class DKSAN(nn.Module):
         self.feature_extraction = make_layer(ResidualBlockNoBN, num_extract_block, num_feat=num_feat)
         self.lrelu = nn.LeakyReLU(negative_slope=0.1, inplace=True)
         # alignment and fusion, eqs. (3)-(4)
-        self.align = DKCAlign(num_feat, num_dk_align, deformable_groups, **dk_opt)
+        if with_dkc_align:
+            self.align = DKCAlign(num_feat, num_dk_align, deformable_groups, **dk_opt)
         self.fusion = nn.Conv2d(num_frame * num_feat, num_feat, 1)
         # cascade, eqs. (5)-(8)
         self.levels = nn.ModuleList(
             DKSANLevel(num_feat, n, num_dk_light if i == 0 else num_dk_attn, None if i == 0 else num_out_ch,
-                       num_out_ch, squeeze_factor, **dk_opt) for i, n in enumerate(num_rcab))
+                       num_out_ch, squeeze_factor, with_ca, with_dksa, **dk_opt) for i, n in enumerate(num_rcab))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, T, 3, h, w) → (N, 3, upscale·h, upscale·w)."""
@@ -214,8 +236,9 @@ class DKSAN(nn.Module):
 
         feat = self.feature_extraction(self.lrelu(self.conv_first(x.view(-1, c, hp, wp)))).view(n, t, -1, hp, wp)
         feat_ref = feat[:, t // 2]
-        aligned = [self.align(feat[:, i], feat_ref) for i in range(t)]
-        out = self.fusion(torch.cat(aligned, dim=1))
+        if hasattr(self, 'align'):
+            feat = torch.stack([self.align(feat[:, i], feat_ref) for i in range(t)], dim=1)
+        out = self.fusion(feat.flatten(1, 2))
 
         img = x[:, t // 2]
         for i, level in enumerate(self.levels):

@@ -130,10 +130,8 @@ def find_photos(sources: Sequence[str]) -> List[str]:
     return files
 
 
-@lru_cache(maxsize=4)
-def photo_linear(name: str) -> np.ndarray:
-    """A photograph (``skimage.data.<name>``, one of :data:`PHOTO_FILES` or a file) as linear RGB float32 (sRGB ≈
-    gamma 2.2)."""
+def photo_srgb(name: str) -> np.ndarray:
+    """A photograph (``skimage.data.<name>``, one of :data:`PHOTO_FILES` or a file) as sRGB float32 in [0, 1]."""
     if osp.isfile(name):
         try:
             img = np.asarray(Image.open(name).convert('RGB'))
@@ -147,7 +145,13 @@ def photo_linear(name: str) -> np.ndarray:
         img = img[0]
     if img.ndim == 2:
         img = np.stack([img] * 3, axis=-1)
-    return (img[..., :3].astype(np.float32) / 255.)**2.2
+    return img[..., :3].astype(np.float32) / 255.
+
+
+@lru_cache(maxsize=4)
+def photo_linear(name: str) -> np.ndarray:
+    """:func:`photo_srgb` as linear RGB float32 (sRGB ≈ gamma 2.2)."""
+    return photo_srgb(name)**2.2
 
 
 def color_matrix(hue: float, saturation: float) -> np.ndarray:
