@@ -49,11 +49,11 @@ def one(args) -> None:
     """Child process: one zoom, printed as a JSON line."""
     import torch
 
-    from sdan_basicsr.tools.zoom import zoom
+    from sdan_basicsr.tools.zoom import build_network, zoom
     torch.set_num_threads(args.threads)
     raw, weights = write_inputs(args.workdir, args.one[0], args.one[1], args.num_feat, args.num_block)
     out = osp.join(args.workdir, f'out_{args.one[0]}x{args.one[1]}_t{args.one[2]}.png')
-    info = zoom(raw, weights, out, tile=args.one[2], progress=args.progress, precision=args.precision)
+    info = zoom(raw, build_network(weights), out, tile=args.one[2], progress=args.progress, precision=args.precision)
     os.remove(out)
     print(json.dumps(dict(h=args.one[0], w=args.one[1], tile=args.one[2], precision=info['precision'],
                           seconds=round(info['seconds'], 1),

@@ -90,7 +90,7 @@ def files(tmp_path_factory):
 def test_zoom_end_to_end(files, bits, ext, capsys):
     out = str(files['root'] / f'out{bits}{ext}')
     zoom.main([files['raw'], '--weights', files['weights'], '-o', out, '--tile', '16', '--bits', str(bits),
-               '--save-offsets'])
+               '--save-offsets', '--overwrite'])
     printed = capsys.readouterr().out
     assert 'peak memory' in printed and ' s, ' in printed
     img = cv2.imread(out, cv2.IMREAD_UNCHANGED)
@@ -104,18 +104,19 @@ def test_zoom_end_to_end(files, bits, ext, capsys):
 
 def test_zoom_tiled_equals_untiled_with_jpeg_ref_and_opt(files):
     outs = [str(files['root'] / f'ref{t}.png') for t in (0, 16)]
+    net = zoom.build_network(files['weights'], files['opt'])
     for tile, out in zip((0, 16), outs):
-        zoom.zoom(files['raw'], files['weights'], out, opt=files['opt'], ref=files['jpg'], tile=tile, bits=16,
-                  progress=False)
+        zoom.zoom(files['raw'], net, out, ref=files['jpg'], tile=tile, bits=16, progress=False)
     a, b = (cv2.imread(o, cv2.IMREAD_UNCHANGED).astype(np.int64) for o in outs)
     assert np.abs(a - b).max() <= 2  # ≤ 1e-4 of the range, after rounding to 16 bit
 
 
 def test_reference_is_the_mosaic_grid(files):
-    x, ref, wb = zoom.read_inputs(files['raw'], 'bayer')
+    x, ref, wb, flip, exif = zoom.read_inputs(files['raw'], 'bayer')
     assert x.shape == (1, 1, *MOSAIC) and ref.shape == (1, 3, *MOSAIC)
-    assert wb.shape == (4, ) and np.all(wb > 0)
-    x, ref, _ = zoom.read_inputs(files['raw'], 'packed', files['jpg'])
+    assert wb.shape == (4, ) and np.all(wb > 0) and flip == 0
+    assert exif[271] == 'sdan-basicsr'  # write_dng's Make
+    x, ref, *_ = zoom.read_inputs(files['raw'], 'packed', files['jpg'])
     assert x.shape == (1, 4, MOSAIC[0] // 2, MOSAIC[1] // 2) and ref.shape == (1, 3, MOSAIC[0] // 2, MOSAIC[1] // 2)
 
 
@@ -134,11 +135,13 @@ def test_infer_options_from_weights():
 # ---------------------------------------------------------------- bad input
 
 
-def _fails(files, capsys, argv, message, out='bad.png'):
+def _fails(files, capsys, argv, message, out='bad.png', code=1):
+    """The command exits with ``code`` (1: the file failed, 2: bad arguments or weights), says ``message`` on stderr and
+    leaves no output and no temporary file."""
     out = str(files['root'] / out)
     with pytest.raises(SystemExit) as exc:
         zoom.main(argv + ['-o', out])
-    assert exc.value.code == 2
+    assert exc.value.code == code
     err = capsys.readouterr().err
     assert message in err, err
     assert not osp.exists(out)
@@ -177,7 +180,7 @@ def test_xtrans_raw(files, capsys):
 
 def test_weights_of_another_scale(files, capsys):
     err = _fails(files, capsys, [files['raw'], '--weights', files['weights_x2'], '--opt', files['opt']],
-                 f'weights {files["weights_x2"]} do not fit network_g')
+                 f'weights {files["weights_x2"]} do not fit network_g', code=2)
     assert 'upscale: options 4, weights 2' in err
 
 
@@ -185,14 +188,14 @@ def test_weights_of_another_arch(files, capsys):
     from basicsr.archs.srresnet_arch import MSRResNet
     other = str(files['root'] / 'msrresnet.pth')
     torch.save({'params': MSRResNet(num_feat=8, num_block=1).state_dict()}, other)
-    _fails(files, capsys, [files['raw'], '--weights', other], f'weights {other} are not SDAN weights')
+    _fails(files, capsys, [files['raw'], '--weights', other], f'weights {other} are not SDAN weights', code=2)
 
 
 def test_unwritable_output(files, capsys):
     blocker = files['root'] / 'a_file'
     blocker.write_text('')
     _fails(files, capsys, [files['raw'], '--weights', files['weights']], 'cannot write output', out='a_file/out.png')
-    _fails(files, capsys, [files['raw'], '--weights', files['weights']], 'must end in one of', out='out.jpg')
+    _fails(files, capsys, [files['raw'], '--weights', files['weights']], 'must end in one of', out='out.jpg', code=2)
 
 
 def test_nothing_half_written_on_failure(files, capsys, monkeypatch):
@@ -228,11 +231,12 @@ def test_tiled_equals_untiled_in_low_precision(precision):
 def test_zoom_precision_is_printed_and_checked(files, capsys):
     outs = {p: str(files['root'] / f'prec_{p}.png') for p in ('fp32', 'bf16')}
     for precision, out in outs.items():
-        zoom.main([files['raw'], '--weights', files['weights'], '-o', out, '--tile', '16', '--precision', precision])
+        zoom.main([files['raw'], '--weights', files['weights'], '-o', out, '--tile', '16', '--precision', precision,
+                   '--overwrite'])
         assert f'precision: {precision}\n' in capsys.readouterr().out
     a, b = (cv2.imread(o).astype(np.int64) for o in outs.values())
     assert np.abs(a - b).mean() <= 1.0 and np.abs(a - b).max() <= 12
-    zoom.main([files['raw'], '--weights', files['weights'], '-o', outs['bf16'], '--tile', '16'])
+    zoom.main([files['raw'], '--weights', files['weights'], '-o', outs['bf16'], '--tile', '16', '--overwrite'])
     assert f'precision: {precision_auto()} (auto)' in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit_info:
         zoom.main([files['raw'], '--weights', files['weights'], '-o', outs['bf16'], '--precision', 'fp8'])
@@ -264,10 +268,11 @@ def fit_spy(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize('ref, flag, expected', [(False, None, False), (True, None, True), (True, False, False),
-                                                 (False, True, True)])
-def test_match_color_default_is_on_with_a_reference(files, fit_spy, ref, flag, expected):
-    argv = [files['raw'], '--weights', files['weights'], '-o', str(files['root'] / 'm.png'), '--tile', '0']
+@pytest.mark.parametrize('ref, flag, expected', [(False, None, True), (True, None, True), (True, False, False),
+                                                 (False, False, False)])
+def test_match_color_is_on_by_default(files, fit_spy, ref, flag, expected):
+    argv = [files['raw'], '--weights', files['weights'], '-o', str(files['root'] / 'm.png'), '--tile', '0',
+            '--overwrite']
     argv += ['--ref', files['jpg']] if ref else []
     argv += [] if flag is None else ['--match-color' if flag else '--no-match-color']
     zoom.main(argv)
@@ -277,10 +282,10 @@ def test_match_color_default_is_on_with_a_reference(files, fit_spy, ref, flag, e
 def test_match_color_fits_the_averaged_output_and_applies_before_white_balance(files, fit_spy):
     """Tiled: the fit sees the output averaged to the reference's grid, and the result is WB(T(X~))."""
     out = str(files['root'] / 'matched.tif')
-    info = zoom.zoom(files['raw'], files['weights'], out, ref=files['jpg'], tile=16, bits=16, progress=False)
-    np.testing.assert_allclose(info['color_transform'], KNOWN_TRANSFORM)
     net = zoom.build_network(files['weights'])
-    x, ref, wb = zoom.read_inputs(files['raw'], net.in_format, files['jpg'])
+    info = zoom.zoom(files['raw'], net, out, ref=files['jpg'], tile=16, bits=16, progress=False)
+    np.testing.assert_allclose(info['color_transform'], KNOWN_TRANSFORM)
+    x, ref, wb, *_ = zoom.read_inputs(files['raw'], net.in_format, files['jpg'])
     with torch.no_grad():
         sr = net(x, ref).sr
     (low, fitted_ref), = fit_spy
@@ -291,3 +296,261 @@ def test_match_color_fits_the_averaged_output_and_applies_before_white_balance(f
     expected = np.round(np.clip(mapped * raw_utils.display_gains(wb), 0, 1) * 65535)
     got = cv2.cvtColor(cv2.imread(out, cv2.IMREAD_UNCHANGED), cv2.COLOR_BGR2RGB).astype(np.float64)
     assert np.abs(got - expected).max() <= 8  # tiled vs whole network, ≤ 1e-4 of the range
+
+
+# ---------------------------------------------------------------- a photographer's files
+
+
+def _demosaic_net() -> SDAN:
+    """An SDAN that zooms by bilinear demosaicking and nearest-neighbour ×4, in the camera's linear colours.
+
+    The BayerHead's first three features are R, G, B interpolated from their CFA sites, Θ = 0, the deformable conv and
+    conv_aligned pass them on, the body adds nothing and each upsampling conv copies a channel to its four sub-pixels.
+    Its colours are the camera's own, as a network trained on another camera would get them wrong.
+    """
+    net = SDAN(num_feat=8, num_block=1, cfa_head=True).eval()
+    with torch.no_grad():
+        for param in net.parameters():
+            param.zero_()
+        k_rb = torch.tensor([[.25, .5, .25], [.5, 1, .5], [.25, .5, .25]])
+        k_g = torch.tensor([[0, .25, 0], [.25, 1, .25], [0, .25, 0]])
+        head = net.conv_first.weight  # planes R, Gr, Gb, B
+        head[0, 0], head[1, 1], head[1, 2], head[2, 3] = k_rb, k_g, k_g, k_rb
+        for c in range(3):
+            net.align.dcn.weight[c, c, 1, 1] = 1
+            net.conv_aligned.weight[c, c, 1, 1] = 1
+            net.conv_last.weight[c, c, 1, 1] = 1
+            for up in (net.upsample[0], net.upsample[3]):
+                up.weight[4 * c:4 * c + 4, c, 1, 1] = 1
+    return net
+
+
+def _photo_dng(path: str, xyz_to_cam, size=(128, 192), **kwargs) -> None:
+    """A DNG of scikit-image's astronaut seen by a camera with ``xyz_to_cam`` (Brooks et al.'s unprocessing), light
+    noise, white balance gains (2, 1, 1.7)."""
+    from skimage import data
+
+    from sdan_basicsr.data import camera as cam
+    rgb = cv2.resize(data.astronaut(), size[::-1], interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+    wb = [2., 1., 1., 1.7]
+    camera = dict(xyz_to_cam=xyz_to_cam, exposure=0.8, shot=1e-5, read=1e-7, black=512, white=16383)
+    sensor = cam.unprocess(rgb**2.2, camera, wb)
+    counts = cam.noisy_counts(raw_utils.mosaic_rgb(sensor), camera, np.random.default_rng(0))
+    raw_utils.write_dng(path, counts, 'RGGB', 512, 16383, (1 / wb[0], 1., 1 / wb[3]), color_matrix=xyz_to_cam,
+                        **kwargs)
+
+
+@pytest.fixture(scope='module')
+def photos(tmp_path_factory):
+    """The astronaut through two cameras of different colour matrices, the second at four orientations; the
+    demosaicking SDAN."""
+    from sdan_basicsr.data import camera as cam
+    root = tmp_path_factory.mktemp('photos')
+    _photo_dng(str(root / 'canon.dng'), cam.HELD_OUT_XYZ_TO_CAM['Canon EOS 5D Mark III'], make='Canon',
+               model='EOS 5D Mark III', focal_length=50.)
+    for orientation in (1, 3, 6, 8):
+        _photo_dng(str(root / f'train_o{orientation}.dng'), cam.TRAIN_XYZ_TO_CAM[1], orientation=orientation)
+    weights = str(root / 'demosaic.pth')
+    torch.save({'params': _demosaic_net().state_dict()}, weights)
+    return dict(root=root, weights=weights)
+
+
+def test_colours_agree_across_camera_matrices(photos):
+    """Two cameras' DNGs of one scene (different colour matrices, so different mosaics): with the colours matched to
+    each file's own rendering (the default) the outputs' mean colours agree within 2 % per channel; the network's
+    own colours do not."""
+    root, raws = photos['root'], [str(photos['root'] / f) for f in ('canon.dng', 'train_o1.dng')]
+    means = {}
+    for flag in ('--match-color', '--no-match-color'):
+        out = str(root / flag.strip('-'))
+        zoom.main(raws + ['--weights', photos['weights'], '-o', out, flag, '--no-progress'])
+        means[flag] = [cv2.imread(osp.join(out, n))[..., ::-1].reshape(-1, 3).mean(0) for n in
+                       ('canon_x4.png', 'train_o1_x4.png')]
+    canon, train = means['--match-color']
+    assert np.abs(canon / train - 1).max() <= 0.02, canon / train
+    canon, train = means['--no-match-color']
+    assert np.abs(canon / train - 1).max() > 0.02, canon / train
+
+
+def test_output_is_upright(photos, capsys):
+    """Orientations 3, 6 and 8: the output is the upright one (orientation 1) rotated, exactly; so is the mask, and
+    the offset image's magnitudes (its hues turn with the vectors)."""
+    root = photos['root']
+    out = str(root / 'upright')
+    zoom.main([str(root / f'train_o{o}.dng') for o in (1, 3, 6, 8)] + ['--weights', photos['weights'], '-o', out,
+                                                                          '--save-offsets', '--no-progress'])
+    read = lambda o, kind='': cv2.imread(osp.join(out, f'train_o{o}_x4{kind}.png'), cv2.IMREAD_UNCHANGED)  # noqa: E731
+    turn = {3: lambda a: np.rot90(a, 2), 6: lambda a: np.rot90(a, -1), 8: lambda a: np.rot90(a, 1)}
+    for orientation, rotate in turn.items():
+        np.testing.assert_array_equal(read(orientation), rotate(read(1)))
+        np.testing.assert_array_equal(read(orientation, '_mask'), rotate(read(1, '_mask')))
+        value = lambda o: cv2.cvtColor(read(o, '_offsets'), cv2.COLOR_BGR2HSV)[..., 2]  # noqa: E731
+        np.testing.assert_array_equal(value(orientation), rotate(value(1)))
+    assert read(6).shape[:2] == (4 * 192, 4 * 128)
+
+
+@pytest.mark.parametrize('flip, stored, upright', [(6, (0, 1), (1, 0)), (6, (1, 0), (0, -1)), (5, (0, 1), (-1, 0)),
+                                                   (3, (1, 2), (-1, -2)), (1, (1, 2), (1, -2)), (4, (1, 2), (2, 1))])
+def test_offsets_turn_with_the_image(flip, stored, upright):
+    """A displacement (dy, dx) in the stored image, moved with the pixel it starts from, lands at (dy', dx')."""
+    theta = np.broadcast_to(np.array(stored, np.float32)[:, None, None], (2, 4, 6))
+    np.testing.assert_array_equal(raw_utils.orient_offsets(theta, flip)[:, 0, 0], upright)
+    # the same, from where orient() takes two pixels one displacement apart
+    grid = np.arange(40 * 60).reshape(40, 60)
+    turned = raw_utils.orient(grid, flip)
+    a = np.argwhere(turned == grid[10, 20])[0]
+    b = np.argwhere(turned == grid[10 + stored[0], 20 + stored[1]])[0]
+    np.testing.assert_array_equal(b - a, upright)
+
+
+def test_exif_and_icc_profile_are_kept(photos):
+    """The RAW file's make, model and focal length, the updated size and orientation 1, and an sRGB ICC profile, in a
+    PNG and in a 16-bit TIFF."""
+    from PIL import Image
+
+    from sdan_basicsr.utils.image_writer import srgb_profile
+    root, raw = photos['root'], str(photos['root'] / 'canon.dng')
+    png, tif = str(root / 'meta.png'), str(root / 'meta.tif')
+    zoom.main([raw, '--weights', photos['weights'], '-o', png, '--no-progress'])
+    zoom.main([raw, '--weights', photos['weights'], '-o', tif, '--bits', '16', '--no-progress'])
+    with Image.open(png) as img:
+        exif, profile = img.getexif(), img.info['icc_profile']
+    assert (exif[271], exif[272], exif[274]) == ('Canon', 'EOS 5D Mark III', 1)
+    sub = exif.get_ifd(raw_utils.EXIF_IFD_TAG)
+    assert (sub[40962], sub[40963], float(sub[raw_utils.FOCAL_LENGTH_TAG])) == (768, 512, 50.)
+    assert profile == srgb_profile()
+    with tifffile.TiffFile(tif) as t:
+        page = t.pages[0]
+        assert page.dtype == np.uint16 and page.shape == (512, 768, 3)
+        assert (page.tags['Make'].value, page.tags['Model'].value) == ('Canon', 'EOS 5D Mark III')
+        assert page.tags['ExifTag'].value['PixelXDimension'] == 768
+        assert page.tags['InterColorProfile'].value == srgb_profile()
+
+
+def _patch_tag(path: str, tag: int, value: int) -> None:
+    """Overwrite a SHORT tag of a little-endian TIFF in place."""
+    with tifffile.TiffFile(path) as tif:
+        offset = tif.pages[0].tags[tag].valueoffset
+    with open(path, 'r+b') as f:
+        f.seek(offset)
+        f.write(int(value).to_bytes(2, 'little'))
+
+
+def test_unsupported_files_are_named_and_skipped(tmp_path, files, capsys):
+    """Linear and monochrome DNGs, a JPEG and a HEIC given as RAW files, a RAW too small: each gets one line naming
+    the file and what it is, nothing is written, and a good file beside them is zoomed."""
+    dng = [(50706, 'B', 4, (1, 4, 0, 0), True), (50708, 's', 0, 'test', True), (50717, 'H', 1, 4095, True)]
+    tifffile.imwrite(tmp_path / 'linear.dng', np.full((48, 72, 3), 2000, np.uint16), photometric=34892,
+                     metadata=None, extratags=dng)
+    tifffile.imwrite(tmp_path / 'mono.dng', np.full((48, 72), 2000, np.uint16), photometric='minisblack',
+                     metadata=None, extratags=dng)
+    _patch_tag(str(tmp_path / 'mono.dng'), 262, 34892)  # LinearRaw with one sample: a monochrome camera
+    cv2.imwrite(str(tmp_path / 'photo.jpg'), np.zeros((48, 72, 3), np.uint8))
+    os.rename(tmp_path / 'photo.jpg', tmp_path / 'jpeg.NEF')
+    (tmp_path / 'phone.dng').write_bytes(b'\x00\x00\x00\x18ftypheic' + bytes(64))
+    raw_utils.write_dng(str(tmp_path / 'tiny.dng'), np.full((22, 22), 2000, np.uint16))
+    expected = {'linear.dng': 'already demosaiced', 'mono.dng': 'monochrome', 'jpeg.NEF': 'a JPEG image',
+                'phone.dng': 'a HEIC image', 'tiny.dng': 'smaller than the 32x32'}
+    good = str(tmp_path / 'good.ARW')
+    with open(files['raw'], 'rb') as src, open(good, 'wb') as dst:
+        dst.write(src.read())
+    out = tmp_path / 'out'
+    with pytest.raises(SystemExit) as exc:
+        zoom.main([str(tmp_path), '--weights', files['weights'], '-o', str(out), '--no-progress'])
+    assert exc.value.code == 1
+    printed = capsys.readouterr()
+    lines = printed.err.strip().splitlines()
+    assert len(lines) == len(expected) and 'Traceback' not in printed.err
+    for name, what in expected.items():
+        assert any(str(tmp_path / name) in line and what in line for line in lines), (name, lines)
+    assert sorted(os.listdir(out)) == ['good_x4.png']
+    assert f'1 zoomed, 0 skipped (output exists), {len(expected)} failed' in printed.out
+
+
+def test_batch_resumes_after_a_kill(tmp_path, files, capsys):
+    """Ten files, two bad, in a folder: killed once the first outputs appear, then run again, the batch ends with
+    the eight outputs, each written once, the two failures named and exit status 1; nothing partial is left."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folder, out = tmp_path / 'shots', tmp_path / 'zoomed'
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        counts = (600 + rng.random((96, 128)) * 3000).astype(np.uint16)
+        raw_utils.write_dng(str(folder / f'shot{i}.ARW'), counts)
+    with open(files['raw'], 'rb') as f:
+        (folder / 'cut.NEF').write_bytes(f.read()[:2000])
+    cv2.imwrite(str(folder / 'jpeg.jpg'), np.zeros((96, 128, 3), np.uint8))
+    os.rename(folder / 'jpeg.jpg', folder / 'jpeg.DNG')
+    argv = [str(folder), '--weights', files['weights'], '-o', str(out), '--no-progress']
+    child = subprocess.Popen([sys.executable, '-m', 'sdan_basicsr.tools.zoom', *argv], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while child.poll() is None and time.time() < deadline and not (out.is_dir() and any(
+            f.endswith('_x4.png') and not f.startswith('.') for f in os.listdir(out))):
+        time.sleep(0.01)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    before = {f: os.stat(out / f) for f in os.listdir(out) if not f.startswith('.')}
+    assert 1 <= len(before) < 8, sorted(before)
+    for f in before:  # what a killed run leaves is complete
+        assert cv2.imread(str(out / f)).shape == (4 * 96, 4 * 128, 3)
+
+    with pytest.raises(SystemExit) as exc:
+        zoom.main(argv)
+    assert exc.value.code == 1
+    printed = capsys.readouterr()
+    names = sorted(f for f in os.listdir(out))
+    assert names == [f'shot{i}_x4.png' for i in range(8)]  # and no temporary file
+    for f, stat in before.items():
+        assert (os.stat(out / f).st_ino, os.stat(out / f).st_mtime_ns) == (stat.st_ino, stat.st_mtime_ns)
+    assert f'{8 - len(before)} zoomed, {len(before)} skipped (output exists), 2 failed' in printed.out
+    assert str(folder / 'cut.NEF') in printed.err and str(folder / 'jpeg.DNG') in printed.err
+
+
+def test_opt_accepts_float32_options(tmp_path, capsys):
+    """``in_gamma: 2.2`` in the options fits weights that store it as float32 (2.200000047683716); 2.3 does not."""
+    weights = str(tmp_path / 'gamma.pth')
+    torch.save({'params': SDAN(num_feat=8, num_block=1, cfa_head=True, in_gamma=2.2).state_dict()}, weights)
+    opt = tmp_path / 'gamma.yml'
+    yaml = 'network_g:\n  type: SDAN\n  num_feat: 8\n  num_block: 1\n  cfa_head: true\n  in_gamma: {}\n'
+    opt.write_text(yaml.format(2.2))
+    assert zoom.build_network(weights, str(opt)).in_gamma == pytest.approx(2.2)
+    opt.write_text(yaml.format(2.3))
+    with pytest.raises(zoom.ZoomError, match=r'in_gamma: options 2.3, weights 2.2000000476'):
+        zoom.build_network(weights, str(opt))
+
+
+# ---------------------------------------------------------------- memory
+
+
+def test_memory_plan_takes_the_largest_tile_that_fits():
+    """The expected peak grows with the tile and with CPA2's input in memory; the plan takes the largest tile within
+    the budget, in memory unless a larger tile fits with it on disk, and none below the smallest tile's peak."""
+    from sdan_basicsr.utils import zoom_memory as zm
+    net, size, base = SDAN(), (4000, 6000), 2**30
+    peak = lambda tile, spill: zm.expected_peak(net, size, tile, 'bf16', spill, base=base)  # noqa: E731
+    tiles = range(zm.TILE_STEP, zm.MAX_TILE + 1, zm.TILE_STEP)
+    assert all(peak(a, False) < peak(b, False) for a, b in zip(tiles, tiles[1:]))
+    assert peak(512, True) + 64 * 2 * 4000 * 6000 == peak(512, False)  # CPA2's input: 64 bf16 channels
+    assert zm.plan(net, size, 'bf16', 2**40, base=base) == (zm.MAX_TILE, False, peak(zm.MAX_TILE, False))
+    assert zm.plan(net, size, 'bf16', peak(512, True), base=base) == (512, True, peak(512, True))
+    assert zm.plan(net, size, 'bf16', peak(512, False), base=base).tile >= 512
+    assert zm.plan(net, (300, 200), 'bf16', 2**40, base=base).tile == 320  # one tile covers the image
+    assert zm.plan(net, size, 'bf16', base, base=base).tile == 0
+
+
+@pytest.mark.parametrize('text, size', [('6G', 6 * 2**30), ('800M', 800 * 2**20), ('1.5gib', int(1.5 * 2**30)),
+                                        ('4096', 4096), ('2 TB', 2 * 2**40)])
+def test_parse_size(text, size):
+    from sdan_basicsr.utils.zoom_memory import parse_size
+    assert parse_size(text) == size
+
+
+def test_parse_size_refuses_junk(capsys):
+    with pytest.raises(SystemExit):
+        zoom.main(['x.ARW', '--weights', 'w.pth', '--max-memory', 'lots'])
+    assert "argument --max-memory: not a size: 'lots'" in capsys.readouterr().err

@@ -126,8 +126,8 @@ def fit_color_transform(img: np.ndarray,
     if img.ndim != 3 or ref.ndim != 3 or img.shape[-1] != 3 or ref.shape[-1] != 3:
         raise ValueError(f'colour matching needs two (H, W, 3) images, got {img.shape} and {ref.shape}')
     h, w = ref.shape[:2]
-    ref = ref.astype(np.float32)
-    img = img.astype(np.float32)
+    ref = np.asarray(ref, dtype=np.float32)  # no copy of a float32 image: a 24-MP reference is 288 MB
+    img = np.asarray(img, dtype=np.float32)
     if img.shape[:2] != (h, w):
         img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
     lo, hi = valid_range

@@ -1,17 +1,20 @@
 """Reading and writing SR-RAW files: RAW mosaics through rawpy, EXIF, ``tform.txt`` and ``wb.txt``.
 
 Every mosaic leaves this module black/white-level normalised and in RGGB phase; packing order is
-(0,0), (0,1), (1,1), (1,0) → R, Gr, B, Gb, as in the public SR-RAW loaders.
+(0,0), (0,1), (1,1), (1,0) → R, Gr, B, Gb, as in the public SR-RAW loaders. Images stay as the sensor stored
+them; :func:`orient` turns them upright with the file's orientation (LibRaw's ``flip``).
 """
+import datetime
 import os
 import os.path as osp
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from struct import error as struct_error
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import rawpy
 import tifffile
 import torch
-from PIL import Image
+from PIL import ExifTags, Image, TiffImagePlugin
 
 #: Black and white level of the Sony ARW files of SR-RAW (what the public loaders hard-code).
 SONY_BLACK_LEVEL = 512
@@ -30,6 +33,28 @@ CFA_OFFSETS = {'RGGB': (0, 0), 'GRBG': (0, 1), 'GBRG': (1, 0), 'BGGR': (1, 1)}
 FOCAL_LENGTH_TAG = 37386
 ORIENTATION_TAG = 274
 EXIF_IFD_TAG = 0x8769
+GPS_IFD_TAG = 0x8825
+#: EXIF tags of a RAW file that describe the photograph (camera, lens, exposure, date, author), kept by
+#: :func:`read_photo_exif`: IFD0's and the Exif IFD's. Maker notes, thumbnails and the RAW's own image
+#: structure are left out.
+PHOTO_IFD0_TAGS = (270, 271, 272, 306, 315, 33432)  # description, make, model, date, artist, copyright
+PHOTO_EXIF_TAGS = (33434, 33437, 34850, 34855, 34864, 34866, 36864, 36867, 36868, 36880, 36881, 36882, 37377, 37378,
+                   37379, 37380, 37381, 37382, 37383, 37384, 37385, 37386, 37520, 37521, 37522, 41986, 41987, 41989,
+                   41990, 42032, 42033, 42034, 42035, 42036, 42037)
+#: Headers of TIFF-structured RAW formats whose magic number is not TIFF's: Olympus ORF, Panasonic RW2.
+TIFF_LIKE_HEADERS = {b'IIRO': b'II*\x00', b'IIRS': b'II*\x00', b'MMOR': b'MM\x00*', b'IIU\x00': b'II*\x00'}
+#: (offset, leading bytes, what the file is) of files that LibRaw refuses, for the message.
+FILE_SIGNATURES = ((0, b'\xff\xd8\xff', 'a JPEG image, not a camera RAW'),
+                   (0, b'\x89PNG', 'a PNG image, not a camera RAW'),
+                   (0, b'GIF8', 'a GIF image, not a camera RAW'),
+                   (4, b'ftypheic', 'a HEIC image, not a camera RAW'),
+                   (4, b'ftypheix', 'a HEIC image, not a camera RAW'),
+                   (4, b'ftypmif1', 'a HEIF image, not a camera RAW'),
+                   (4, b'ftypavif', 'an AVIF image, not a camera RAW'),
+                   (8, b'WEBP', 'a WebP image, not a camera RAW'),
+                   (0, b'FOVb', 'a Sigma Foveon X3F file, which LibRaw does not read'))
+#: LibRaw's ``flip`` (``RawPy.sizes.flip``) of each TIFF/EXIF Orientation (dcraw's ``"50132467"[orientation]``).
+FLIP_OF_ORIENTATION = {1: 0, 2: 1, 3: 3, 4: 2, 5: 4, 6: 6, 7: 7, 8: 5}
 
 Array = Union[np.ndarray, torch.Tensor]
 
@@ -46,12 +71,54 @@ def cfa_pattern(raw: 'rawpy.RawPy') -> str:
 
     Returns:
         str: Four letters, row-major over the top-left 2×2 block of the visible image.
+
+    Raises:
+        ValueError: The file is not an RGB Bayer mosaic; the message says what it is (demosaiced already,
+            monochrome, X-Trans, another filter).
     """
-    desc = raw.color_desc.decode()
+    if raw.raw_type != rawpy.RawType.Flat:
+        raise ValueError(f'already demosaiced ({raw.num_colors} colours per pixel: a linear DNG, an sRAW or a '
+                         'Foveon file), not a Bayer mosaic')
     pattern = raw.raw_pattern
-    if pattern is None or pattern.shape != (2, 2):
-        raise ValueError('not a 2x2 Bayer colour filter array')
-    return ''.join(desc[int(c)] for c in pattern.flatten())
+    if raw.num_colors < 3 or pattern is None or pattern.size == 1:
+        raise ValueError('monochrome (no colour filter array), not a Bayer mosaic')
+    if pattern.shape == (6, 6):
+        raise ValueError('X-Trans colour filter (6x6), not a 2x2 Bayer mosaic')
+    if pattern.shape != (2, 2):
+        raise ValueError(f'{pattern.shape[0]}x{pattern.shape[1]} colour filter, not a 2x2 Bayer mosaic')
+    desc = raw.color_desc.decode()
+    letters = ''.join(desc[int(c)] for c in pattern.flatten())
+    if letters not in CFA_OFFSETS:
+        raise ValueError(f'{letters} colour filter, not an RGB Bayer mosaic ({", ".join(CFA_OFFSETS)})')
+    return letters
+
+
+def open_raw(path: str) -> 'rawpy.RawPy':
+    """Open and unpack a RAW file with rawpy; a file LibRaw refuses or cannot read (truncated, say) raises
+    :class:`RawReadError` saying what it is.
+
+    Args:
+        path (str): The file.
+
+    Returns:
+        rawpy.RawPy: The opened file (a context manager).
+    """
+    raw = None
+    try:
+        raw = rawpy.imread(path)
+        raw.unpack()
+        return raw
+    except (rawpy.LibRawError, OSError) as err:
+        if raw is not None:
+            raw.close()
+        reason = err.args[0].decode() if err.args and isinstance(err.args[0], bytes) else str(err)
+        try:
+            with open(path, 'rb') as f:
+                head = f.read(16)
+        except OSError:
+            head = b''
+        what = next((name for at, magic, name in FILE_SIGNATURES if head[at:at + len(magic)] == magic), reason)
+        raise RawReadError(f'cannot read RAW file {path}: {what}') from err
 
 
 def to_rggb(mosaic: np.ndarray, pattern: str) -> np.ndarray:
@@ -94,20 +161,33 @@ def read_raw(path: str,
     Raises:
         RawReadError: The file cannot be read or is not a Bayer RAW.
     """
+    with open_raw(path) as raw:
+        return read_mosaic(raw, path, black_level, white_level, clip)
+
+
+def read_mosaic(raw: 'rawpy.RawPy',
+                path: str,
+                black_level: Optional[float] = None,
+                white_level: Optional[float] = None,
+                clip: bool = True) -> np.ndarray:
+    """:func:`read_raw` of an opened file (``path`` names it in messages)."""
     try:
-        with rawpy.imread(path) as raw:
-            pattern = cfa_pattern(raw)
-            mosaic = raw.raw_image_visible.astype(np.float32)
-            if black_level is None:
-                black = np.asarray(raw.black_level_per_channel, dtype=np.float32)[raw.raw_colors_visible]
-            else:
-                black = np.float32(black_level)
-            white = np.float32(raw.white_level if white_level is None else white_level)
-    except (rawpy.LibRawError, ValueError, OSError) as err:
+        pattern = cfa_pattern(raw)
+    except ValueError as err:
+        raise RawReadError(f'unsupported RAW file {path}: {err}') from err
+    try:
+        mosaic = raw.raw_image_visible.astype(np.float32)
+        if black_level is None:
+            black = np.asarray(raw.black_level_per_channel, dtype=np.float32)[raw.raw_colors_visible]
+        else:
+            black = np.float32(black_level)
+        white = np.float32(raw.white_level if white_level is None else white_level)
+    except (rawpy.LibRawError, OSError) as err:
         raise RawReadError(f'cannot read RAW file {path}: {err}') from err
-    mosaic = (mosaic - black) / (white - black)
+    mosaic -= black
+    mosaic /= white - black
     if clip:
-        mosaic = np.clip(mosaic, 0, 1)
+        np.clip(mosaic, 0, 1, out=mosaic)
     return to_rggb(mosaic, pattern)
 
 
@@ -120,12 +200,12 @@ def raw_size(path: str) -> Tuple[int, int]:
     Returns:
         tuple[int, int]: Height and width, both even.
     """
-    try:
-        with rawpy.imread(path) as raw:
+    with open_raw(path) as raw:
+        try:
             dy, dx = CFA_OFFSETS[cfa_pattern(raw)]
-            h, w = raw.sizes.height - dy, raw.sizes.width - dx
-    except (rawpy.LibRawError, ValueError, KeyError, OSError) as err:
-        raise RawReadError(f'cannot read RAW file {path}: {err}') from err
+        except ValueError as err:
+            raise RawReadError(f'unsupported RAW file {path}: {err}') from err
+        h, w = raw.sizes.height - dy, raw.sizes.width - dx
     return h - h % 2, w - w % 2
 
 
@@ -297,16 +377,180 @@ def camera_wb(path: str) -> np.ndarray:
     Returns:
         ndarray: (4,) float32 gains [R, G, G, B].
     """
+    with open_raw(path) as raw:
+        return raw_white_balance(raw, path)
+
+
+def raw_white_balance(raw: 'rawpy.RawPy', path: str) -> np.ndarray:
+    """:func:`camera_wb` of an opened file (``path`` names it in messages)."""
     kwargs = dict(half_size=True, output_color=rawpy.ColorSpace.raw, gamma=(1, 1), no_auto_bright=True,
                   output_bps=16)
     try:
-        with rawpy.imread(path) as raw:
-            with_wb = raw.postprocess(use_camera_wb=True, **kwargs).reshape(-1, 3).astype(np.float64).mean(0)
-            without = raw.postprocess(user_wb=[1, 1, 1, 1], **kwargs).reshape(-1, 3).astype(np.float64).mean(0)
+        with_wb = raw.postprocess(use_camera_wb=True, **kwargs).reshape(-1, 3).astype(np.float64).mean(0)
+        without = raw.postprocess(user_wb=[1, 1, 1, 1], **kwargs).reshape(-1, 3).astype(np.float64).mean(0)
     except (rawpy.LibRawError, OSError) as err:
         raise RawReadError(f'cannot read RAW file {path}: {err}') from err
     r, g, b = with_wb / np.maximum(without, 1e-8)
     return np.array([r, g, g, b], dtype=np.float32)
+
+
+def render_srgb(raw: 'rawpy.RawPy', path: str) -> np.ndarray:
+    """LibRaw's rendering of an opened Bayer file with its own colour matrix and white balance, as stored.
+
+    Camera white balance, the file's camera → sRGB matrix (from its colour matrix), gamma :data:`JPEG_GAMMA`
+    (``x ** (1 / 2.2)``, the convention of the camera JPEGs), no automatic brightening, the orientation not
+    applied (``user_flip=0``), cropped to the grid of :func:`read_mosaic` (RGGB phase, even sides).
+
+    Args:
+        raw (rawpy.RawPy): The opened file.
+        path (str): Its path, for messages.
+
+    Returns:
+        ndarray: (H, W, 3) uint16 sRGB.
+    """
+    try:
+        rgb = raw.postprocess(use_camera_wb=True, output_color=rawpy.ColorSpace.sRGB, gamma=(JPEG_GAMMA, 0),
+                              no_auto_bright=True, adjust_maximum_thr=0.0, output_bps=16, user_flip=0)
+    except (rawpy.LibRawError, OSError) as err:
+        raise RawReadError(f'cannot render RAW file {path}: {err}') from err
+    try:  # after the full-size rendering: a half-size one (raw_white_balance's) leaves LibRaw without its pattern
+        dy, dx = CFA_OFFSETS[cfa_pattern(raw)]
+    except ValueError as err:
+        raise RawReadError(f'unsupported RAW file {path}: {err}') from err
+    h, w = raw.sizes.height - dy, raw.sizes.width - dx
+    h, w = h - h % 2, w - w % 2
+    if rgb.shape[:2] != (raw.sizes.height, raw.sizes.width):
+        raise RawReadError(f'LibRaw renders {path} at {rgb.shape[1]}x{rgb.shape[0]}, not at its mosaic\'s '
+                           f'{raw.sizes.width}x{raw.sizes.height}')
+    return rgb[dy:dy + h, dx:dx + w]
+
+
+# ---------------------------------------------------------------- orientation
+
+
+def orient(img: Array, flip: int) -> Array:
+    """``img`` (H, W, ...) turned upright by LibRaw's ``flip`` (``RawPy.sizes.flip``), as LibRaw's own output is.
+
+    dcraw's convention: bit 2 reverses the rows, bit 1 the columns, then bit 4 transposes. EXIF Orientation
+    1-8 is flip :data:`FLIP_OF_ORIENTATION`: 3 (180°), 6 (90° clockwise), 5 (90° counter-clockwise), ...
+
+    Args:
+        img (ndarray | Tensor): Image as stored, rows and columns first.
+        flip (int): 0-7.
+
+    Returns:
+        ndarray | Tensor: A view of ``img`` (a copy for a tensor), (W, H, ...) when ``flip & 4``.
+    """
+    if isinstance(img, torch.Tensor):
+        dims = [d for bit, d in ((2, 0), (1, 1)) if flip & bit]
+        img = img.flip(dims) if dims else img
+        return img.transpose(0, 1) if flip & 4 else img
+    if flip & 2:
+        img = img[::-1]
+    if flip & 1:
+        img = img[:, ::-1]
+    return img.swapaxes(0, 1) if flip & 4 else img
+
+
+def orient_box(box: Tuple[int, int, int, int], size: Tuple[int, int], flip: int) -> Tuple[int, int, int, int]:
+    """Where the box (y0, y1, x0, x1) of an image of ``size`` (H, W) lands in :func:`orient` of it."""
+    y0, y1, x0, x1 = box
+    h, w = size
+    if flip & 2:
+        y0, y1 = h - y1, h - y0
+    if flip & 1:
+        x0, x1 = w - x1, w - x0
+    return (x0, x1, y0, y1) if flip & 4 else (y0, y1, x0, x1)
+
+
+def orient_offsets(offset: np.ndarray, flip: int) -> np.ndarray:
+    """An offset field (2, H, W) [dy, dx] turned upright: its grid by :func:`orient`, its vectors alike.
+
+    Returns:
+        ndarray: (2, H', W') [dy, dx] in the upright image's axes.
+    """
+    dy, dx = (orient(c, flip) for c in offset)
+    if flip & 2:
+        dy = -dy
+    if flip & 1:
+        dx = -dx
+    return np.stack([dx, dy] if flip & 4 else [dy, dx])
+
+
+# ---------------------------------------------------------------- photograph metadata
+
+
+def _read_ifd(fp, head: bytes, offset: int, group: Optional[int] = None) -> Dict[int, Any]:
+    """The tags of the IFD at ``offset`` of a TIFF-structured file (Pillow's reader), {} where it is unreadable."""
+    ifd = TiffImagePlugin.ImageFileDirectory_v2(head, group=group)
+    try:
+        fp.seek(offset)
+        ifd.load(fp)
+    except (OSError, SyntaxError, ValueError, struct_error):
+        return {}
+    return dict(ifd)
+
+
+def read_photo_exif(raw: 'rawpy.RawPy', path: str) -> Image.Exif:
+    """The photograph's EXIF from a RAW file: camera, lens, exposure, date, author, GPS.
+
+    TIFF-structured RAWs (DNG, ARW, NEF, CR2, PEF, SRW, ORF, RW2, ...) give their IFD0 and Exif IFD tags
+    (:data:`PHOTO_IFD0_TAGS`, :data:`PHOTO_EXIF_TAGS`; TIFF/EP files keep the Exif ones in IFD0) and their GPS
+    IFD, read with Pillow; other formats (CR3, RAF, ...) get what LibRaw reads of every format: exposure time,
+    f-number, ISO, focal length, date taken, lens, artist. The orientation is left out: it is applied to the
+    zoomed image.
+
+    Args:
+        raw (rawpy.RawPy): The opened file.
+        path (str): Its path.
+
+    Returns:
+        Image.Exif: IFD0 tags; ``get_ifd(EXIF_IFD_TAG)`` and ``get_ifd(GPS_IFD_TAG)`` hold the Exif and GPS IFDs.
+    """
+    exif = Image.Exif()
+    photo = _libraw_photo_tags(raw)
+    gps: Dict[int, Any] = {}
+    with open(path, 'rb') as fp:
+        head = fp.read(16)
+        head = TIFF_LIKE_HEADERS.get(head[:4], head[:4]) + head[4:]
+        if head[:4] in TiffImagePlugin.PREFIXES:
+            order = 'little' if head[:2] == b'II' else 'big'
+            bigtiff = 43 in head[2:4]
+            head = head[:16] if bigtiff else head[:8]
+            offset = int.from_bytes(head[8:16] if bigtiff else head[4:8], order)
+            ifd0 = _read_ifd(fp, head, offset)
+            exif.update({tag: v for tag, v in ifd0.items() if tag in PHOTO_IFD0_TAGS})
+            photo.update({tag: v for tag, v in ifd0.items() if tag in PHOTO_EXIF_TAGS})
+            if isinstance(ifd0.get(EXIF_IFD_TAG), int):
+                sub = _read_ifd(fp, head, ifd0[EXIF_IFD_TAG], EXIF_IFD_TAG)
+                photo.update({tag: v for tag, v in sub.items() if tag in PHOTO_EXIF_TAGS})
+            if isinstance(ifd0.get(GPS_IFD_TAG), int):
+                gps = _read_ifd(fp, head, ifd0[GPS_IFD_TAG], GPS_IFD_TAG)
+    exif.get_ifd(EXIF_IFD_TAG).update(photo)
+    exif.get_ifd(GPS_IFD_TAG).update(gps)
+    return exif
+
+
+def _libraw_photo_tags(raw: 'rawpy.RawPy') -> Dict[int, Any]:
+    """Exif IFD tags of what LibRaw reads of any RAW format (its zeros, which stand for unknown, left out)."""
+    Base = ExifTags.Base
+    other, lens = raw.other, raw.lens
+    tags: Dict[int, Any] = {}
+    if other.shutter_speed > 0:
+        tags[Base.ExposureTime] = TiffImagePlugin.IFDRational(other.shutter_speed).limit_rational(1000000)
+    if other.aperture > 0:
+        tags[Base.FNumber] = TiffImagePlugin.IFDRational(round(other.aperture * 10), 10)
+    if other.iso_speed > 0:
+        tags[Base.ISOSpeedRatings] = int(round(other.iso_speed))
+    if other.focal_length > 0:
+        tags[Base.FocalLength] = TiffImagePlugin.IFDRational(round(other.focal_length * 10), 10)
+    if other.timestamp > datetime.datetime(1970, 1, 2):
+        tags[Base.DateTimeOriginal] = other.timestamp.strftime('%Y:%m:%d %H:%M:%S')
+    if lens.model:
+        tags[Base.LensModel] = lens.model
+    if lens.make:
+        tags[Base.LensMake] = lens.make
+    return tags
 
 
 def write_dng(path: str,

@@ -1,8 +1,13 @@
-"""Zoom a camera RAW photo ×4 with a trained SDAN at full resolution, with exact tiling.
+"""Zoom camera RAW photos ×4 with a trained SDAN at full resolution, with exact tiling, in bounded memory.
 
-Usage: ``sdan-zoom INPUT.ARW --weights net_g.pth [--opt test.yml] [--ref INPUT.JPG] -o OUT.png [--tile 512]
-[--bits 8|16] [--device cpu|cuda] [--precision auto|fp32|bf16|fp16] [--match-color|--no-match-color]
-[--save-offsets]`` (or ``python -m sdan_basicsr.tools.zoom``).
+Usage: ``sdan-zoom RAW|FOLDER [RAW|FOLDER ...] --weights net_g.pth [-o OUT.png|OUT_FOLDER] [--opt test.yml]
+[--ref SHOT.JPG] [--bits 8|16] [--format png|tif] [--overwrite] [--max-memory 8G] [--tile N] [--device cpu|cuda]
+[--precision auto|fp32|bf16|fp16] [--no-match-color] [--save-offsets]`` (or ``python -m sdan_basicsr.tools.zoom``).
+
+For each RAW file: the Bayer mosaic as the sensor stored it and LibRaw's rendering of it (the file's own colour matrix
+and white balance, sRGB) go through the network; the result's colours are matched to that rendering (or to the camera
+JPEG given with ``--ref``); it is turned upright by the file's orientation and written by strips, with the file's EXIF
+and an sRGB ICC profile, to a temporary file that is renamed once complete.
 """
 import argparse
 import inspect
@@ -11,35 +16,68 @@ import os.path as osp
 import re
 import resource
 import sys
-import tempfile
+import textwrap
 import time
 from collections import OrderedDict
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 import cv2
 import numpy as np
-import rawpy
 import torch
 import torch.nn.functional as F
 import yaml
+from PIL import Image
+from tqdm import tqdm
 
-from sdan_basicsr.archs.sdan_arch import IN_FORMAT_CHANNELS, SDAN
+from sdan_basicsr.archs.sdan_arch import CPA_PACKING, IN_FORMAT_CHANNELS, SDAN
 from sdan_basicsr.data import raw_utils
 from sdan_basicsr.data.color import apply_color_transform, fit_color_transform
 from sdan_basicsr.data.raw_utils import apply_white_balance
+from sdan_basicsr.utils import zoom_memory
 from sdan_basicsr.utils.cpu_memory import retain_freed_memory
+from sdan_basicsr.utils.disk_array import DiskArray
+from sdan_basicsr.utils.image_writer import srgb_profile, write_image
 from sdan_basicsr.utils.precision import PRECISIONS, auto_precision, autocast
 from sdan_basicsr.utils.tiled_sdan import tiled_forward
 
-#: Output formats by extension (cv2 writes both with 8 or 16 bits per channel).
+#: Output formats by extension.
 OUTPUT_EXTENSIONS = ('.png', '.tif', '.tiff')
-#: Rows of the output transformed at a time once its colours are matched.
-MATCH_STRIP_ROWS = 512
+#: ``--format`` → extension, and the default format of each bit depth.
+FORMATS = {'png': '.png', 'tif': '.tif'}
+DEFAULT_FORMAT = {8: 'png', 16: 'tif'}
+#: Extensions of the RAW files taken from a folder given as input (a file given by name is tried whatever its name).
+RAW_EXTENSIONS = frozenset(('.3fr', '.ari', '.arw', '.bay', '.cr2', '.cr3', '.crw', '.dcr', '.dng', '.erf', '.fff',
+                            '.iiq', '.k25', '.kdc', '.mef', '.mos', '.mrw', '.nef', '.nrw', '.orf', '.pef', '.raf',
+                            '.raw', '.rw2', '.rwl', '.sr2', '.srf', '.srw', '.x3f'))
+#: Smallest mosaic side zoomed: four of CPA's 8×8 blocks (a smaller image is mostly the network's padding).
+MIN_SIDE = 4 * CPA_PACKING
+#: Rows of the output read back, colour-matched and encoded at a time (a TIFF's RowsPerStrip).
+STRIP_ROWS = 64
+#: Software tag of the outputs.
+SOFTWARE = 'sdan-zoom (sdan-basicsr)'
+#: EXIF ColorSpace value of sRGB.
+EXIF_SRGB = 1
 #: Checkpoint keys of BasicSR's ``save_network``, in order of preference.
 PARAM_KEYS = ('params_ema', 'params')
 #: Keys every SDAN state dict has; weights without them are of another architecture.
 SDAN_KEYS = ('conv_first.weight', 'align.conv_ref.weight', 'align.offset_conv1.weight', 'align.offset_conv3.weight',
              'align.dcn.weight', 'conv_last.weight')
+#: What the outputs are (``--help``'s epilog), paragraph by paragraph.
+EPILOG = '\n\n'.join(textwrap.fill(p, 78) for p in (
+    "Colours: by default the network's result is given the colours of a reference by one global 3x3 + offset colour "
+    "transform (a robust fit): LibRaw's rendering of the RAW file with the file's own colour matrix and the camera's "
+    'white balance, in sRGB (gamma 2.2), or the camera JPEG given with --ref. Any camera comes out in sRGB as its '
+    "file says it renders, whatever camera the network was trained on. --no-match-color keeps the network's own "
+    "colours (those it learned from its training camera), with the camera's white balance.",
+    'Orientation: the network sees the mosaic as the sensor stored it; the result, and the offset and mask images, '
+    "are turned upright by the file's orientation (EXIF Orientation, LibRaw's flip).",
+    "Metadata: the output keeps the RAW file's EXIF (camera, lens, exposure, date, author, GPS) with its size updated "
+    'and the orientation 1, and carries an sRGB ICC profile.',
+    'Memory: on a CPU the tile is the largest whose expected peak fits --max-memory; the zoomed image is never held '
+    'in memory (an unnamed temporary file beside the output, then encoded by strips).',
+    'Many files: outputs are named <stem>_x<scale>.png|tif; an existing output is skipped unless --overwrite, so an '
+    'interrupted run resumes; each is written to .<stem>.part<ext> and renamed once complete; a file that cannot be '
+    'zoomed is reported and skipped. Exit status: 1 when any file failed, 2 for bad arguments, weights or options.'))
 
 
 class ZoomError(ValueError):
@@ -136,6 +174,13 @@ def infer_sdan_options(state_dict: Dict[str, torch.Tensor], path: str) -> dict:
         in_gamma=float(state_dict['input_gamma']) if 'input_gamma' in state_dict else 1.)
 
 
+def _same_option(a: Any, b: Any) -> bool:
+    """Whether an option of the YAML and one read off the weights agree; numbers to float32 precision, as the weights
+    store them (``in_gamma`` 2.2 is the buffer 2.200000047683716)."""
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b))
+    return bool(np.float32(a) == np.float32(b)) if numbers else a == b
+
+
 def _network_options(opt_path: str) -> dict:
     try:
         with open(opt_path) as f:
@@ -173,7 +218,7 @@ def build_network(weights: str, opt: Optional[str] = None, param_key: Optional[s
         net_opt = _network_options(opt)
         defaults = {k: p.default for k, p in inspect.signature(SDAN).parameters.items()}
         diff = [f'{k}: options {net_opt.get(k, defaults[k])!r}, weights {v!r}' for k, v in inferred.items()
-                if net_opt.get(k, defaults[k]) != v]
+                if not _same_option(net_opt.get(k, defaults[k]), v)]
         if diff:
             raise ZoomError(f'weights {weights} do not fit network_g of {opt}: {"; ".join(diff)}')
     try:
@@ -184,23 +229,38 @@ def build_network(weights: str, opt: Optional[str] = None, param_key: Optional[s
     return net.eval()
 
 
+def load_network(args: argparse.Namespace) -> SDAN:
+    """The network of the command line: ``--weights`` (with ``--opt``, ``--param-key``), built by
+    :func:`build_network`."""
+    return build_network(args.weights, args.opt, args.param_key)
+
+
 # ---------------------------------------------------------------- inputs
 
 
-def _libraw_reference(path: str, size: Tuple[int, int]) -> np.ndarray:
-    """LibRaw's demosaic of ``path`` without white balance, gamma-encoded as the JPEGs, on the RGGB mosaic grid."""
-    try:
-        with rawpy.imread(path) as raw:
-            dy, dx = raw_utils.CFA_OFFSETS[raw_utils.cfa_pattern(raw)]
-            rgb = raw.postprocess(user_wb=[1, 1, 1, 1], output_color=rawpy.ColorSpace.raw, gamma=(1, 1),
-                                  no_auto_bright=True, adjust_maximum_thr=0.0, output_bps=16, user_flip=0)
-    except (rawpy.LibRawError, ValueError, OSError) as err:
-        raise raw_utils.RawReadError(f'cannot demosaic RAW file {path}: {err}') from err
-    h, w = size
-    rgb = rgb[dy:dy + h, dx:dx + w]
-    if rgb.shape[:2] != (h, w):
-        raise raw_utils.RawReadError(f'LibRaw demosaic of {path} is {rgb.shape[:2]}, smaller than its mosaic {size}')
-    return (rgb.astype(np.float32) / 65535)**(1 / raw_utils.JPEG_GAMMA)
+class ZoomInputs(NamedTuple):
+    """What :func:`read_inputs` gives: the network's inputs, on the mosaic's grid as stored, and the file's metadata.
+
+    Attributes:
+        x (Tensor): (1, C, h', w') network input.
+        ref (Tensor): (1, 3, h', w') reference without white balance, the colour target too.
+        wb (ndarray): (4,) white-balance gains [R, G, G, B].
+        flip (int): LibRaw's orientation (``sizes.flip``), see :func:`~sdan_basicsr.data.raw_utils.orient`.
+        exif (Image.Exif): The photograph's EXIF (:func:`~sdan_basicsr.data.raw_utils.read_photo_exif`).
+    """
+    x: torch.Tensor
+    ref: torch.Tensor
+    wb: np.ndarray
+    flip: int
+    exif: Image.Exif
+
+
+def _rendered_reference(rendering: np.ndarray, wb: np.ndarray) -> np.ndarray:
+    """LibRaw's 16-bit rendering divided by its white balance (:func:`~sdan_basicsr.data.raw_utils.display_gains`),
+    in [0, 1], float32: the convention of the dataset's ``lq_rgb``, made in one pass."""
+    scale = (1 / (65535 * raw_utils.display_gains(np.asarray(wb, np.float32)))).astype(np.float32)
+    ref = np.multiply(rendering, scale, dtype=np.float32)
+    return np.clip(ref, 0, 1, out=ref)
 
 
 def _jpeg_reference(path: str, size: Tuple[int, int], wb: np.ndarray) -> np.ndarray:
@@ -217,42 +277,51 @@ def _jpeg_reference(path: str, size: Tuple[int, int], wb: np.ndarray) -> np.ndar
     return raw_utils.remove_white_balance(img, wb)
 
 
-def read_inputs(raw_path: str, in_format: str, ref_path: Optional[str] = None
-                ) -> Tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    """X, X_rgb and the white balance of a RAW file, as :class:`SRRAWPairedDataset` gives ``lq``, ``lq_rgb``, ``wb``.
+def read_inputs(raw_path: str, in_format: str, ref_path: Optional[str] = None) -> ZoomInputs:
+    """X, X_rgb and the white balance of a RAW file, as :class:`SRRAWPairedDataset` gives ``lq``, ``lq_rgb``, ``wb``,
+    with the file's orientation and EXIF.
 
     Args:
-        raw_path (str): RAW file of any 2×2 Bayer pattern (brought to RGGB; black and white level from the file).
+        raw_path (str): RAW file of any 2×2 Bayer pattern (brought to RGGB; black and white level from the file),
+            at least :data:`MIN_SIDE` pixels a side.
         in_format (str): ``bayer`` (1, h, w), ``packed`` (4, h/2, w/2) or ``rgb`` (3, h, w, = X_rgb).
-        ref_path (str | None): The camera JPEG of the same shot. Default: None (LibRaw's demosaic of the RAW,
-            no white balance, gamma 1/2.2, in the camera's colour space).
+        ref_path (str | None): The camera JPEG of the same shot. Default: None (LibRaw's rendering of the RAW
+            with its own colour matrix and white balance, sRGB, gamma 1/2.2:
+            :func:`~sdan_basicsr.data.raw_utils.render_srgb`).
 
     Returns:
-        tuple: ``x`` (1, C, h', w'), ``ref`` (1, 3, h', w') on the same grid, ``wb`` (4,) gains [R, G, G, B].
+        ZoomInputs: ``x`` and ``ref`` on the same grid, ``wb``, ``flip``, ``exif``.
     """
-    mosaic = raw_utils.read_raw(raw_path)
-    wb = raw_utils.camera_wb(raw_path)
+    with raw_utils.open_raw(raw_path) as raw:
+        mosaic = raw_utils.read_mosaic(raw, raw_path)
+        if min(mosaic.shape) < MIN_SIDE:
+            raise raw_utils.RawReadError(f'unsupported RAW file {raw_path}: its mosaic is {mosaic.shape[1]}x'
+                                         f'{mosaic.shape[0]}, smaller than the {MIN_SIDE}x{MIN_SIDE} the network takes')
+        wb = raw_utils.raw_white_balance(raw, raw_path)
+        flip, exif = int(raw.sizes.flip), raw_utils.read_photo_exif(raw, raw_path)
+        rendering = raw_utils.render_srgb(raw, raw_path) if ref_path is None else None
     size = mosaic.shape
-    ref = _libraw_reference(raw_path, size) if ref_path is None else _jpeg_reference(ref_path, size, wb)
+    ref = _jpeg_reference(ref_path, size, wb) if rendering is None else _rendered_reference(rendering, wb)
+    del rendering
     x = raw_utils.network_input(mosaic, ref, in_format)
     if in_format == 'packed':
         ref = cv2.resize(ref, (size[1] // 2, size[0] // 2), interpolation=cv2.INTER_AREA)
     to_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None]  # noqa: E731
-    return to_tensor(x), to_tensor(ref.transpose(2, 0, 1)), wb
+    return ZoomInputs(to_tensor(x), to_tensor(ref.transpose(2, 0, 1)), wb, flip, exif)
 
 
 # ---------------------------------------------------------------- outputs
 
 
 def _temp_path(path: str) -> str:
-    """Create (empty) a temporary file next to ``path`` with its extension; proves the folder is writable."""
-    folder = osp.dirname(osp.abspath(path))
+    """``.<stem>.part<ext>`` next to ``path``, created empty (which proves the folder writable): a killed run leaves
+    at most this, which the next one replaces."""
     stem, ext = osp.splitext(osp.basename(path))
+    tmp = osp.join(osp.dirname(osp.abspath(path)), f'.{stem}.part{ext}')
     try:
-        fd, tmp = tempfile.mkstemp(suffix=ext, prefix=f'.{stem}.', dir=folder)
+        open(tmp, 'wb').close()
     except OSError as err:
         raise ZoomError(f'cannot write output {path}: {err}') from err
-    os.close(fd)
     return tmp
 
 
@@ -260,7 +329,7 @@ def _write(tmp: str, path: str, img: np.ndarray) -> None:
     """Write an RGB (or grey) image to ``tmp`` then rename it to ``path``, so nothing half-written is left there."""
     if img.ndim == 3:
         img = np.ascontiguousarray(img[..., ::-1])
-    if not cv2.imwrite(tmp, img):
+    if not cv2.imwrite(tmp, np.ascontiguousarray(img)):
         raise OSError(f'cannot write output {path}')
     os.replace(tmp, path)
 
@@ -294,176 +363,358 @@ def _side_paths(output: str) -> Tuple[str, str]:
     return f'{stem}_offsets.png', f'{stem}_mask.png'
 
 
+def output_exif(exif: Image.Exif, size: Tuple[int, int]) -> Image.Exif:
+    """The EXIF of a zoomed image of ``size`` (h, w): the RAW file's, upright (Orientation 1), in sRGB, its pixel
+    dimensions updated, ``sdan-zoom`` as the software."""
+    out = Image.Exif()
+    out.update(exif)
+    out[raw_utils.ORIENTATION_TAG] = 1
+    out[305] = SOFTWARE
+    out.get_ifd(raw_utils.EXIF_IFD_TAG).update(exif.get_ifd(raw_utils.EXIF_IFD_TAG))
+    out.get_ifd(raw_utils.EXIF_IFD_TAG).update({40961: EXIF_SRGB, 40962: size[1], 40963: size[0]})
+    gps = exif.get_ifd(raw_utils.GPS_IFD_TAG)
+    if gps:
+        out.get_ifd(raw_utils.GPS_IFD_TAG).update(gps)
+    return out
+
+
+def _strips(image: DiskArray, finish: Callable[[np.ndarray], np.ndarray]) -> Iterator[np.ndarray]:
+    """The rows of ``image``, :data:`STRIP_ROWS` at a time, through ``finish``."""
+    for row in range(0, image.shape[0], STRIP_ROWS):
+        yield finish(image.read(row, min(row + STRIP_ROWS, image.shape[0]), 0, image.shape[1]))
+
+
+# ---------------------------------------------------------------- one file
+
+
 def zoom(raw: str,
-         weights: str,
+         net: SDAN,
          output: str,
-         opt: Optional[str] = None,
          ref: Optional[str] = None,
-         tile: int = 512,
+         tile: Optional[int] = None,
          bits: int = 8,
          device: str = 'cpu',
+         precision: str = 'fp32',
+         match_color: bool = True,
          save_offsets: bool = False,
          offset_scale: Optional[float] = None,
-         param_key: Optional[str] = None,
+         max_memory: Optional[int] = None,
+         spill: Optional[bool] = None,
          progress: bool = True,
-         precision: str = 'fp32',
-         match_color: Optional[bool] = None) -> dict:
-    """Zoom a RAW file with SDAN and write the white-balanced result; every input is checked before the network runs.
+         log: Callable[[str], Any] = print) -> dict:
+    """Zoom a RAW file with SDAN and write the upright, white-balanced result with the file's EXIF and an sRGB profile.
+
+    The output goes through a temporary file next to it (``.<stem>.part<ext>``), renamed only once complete; the
+    zoomed image is never held in memory: tiles go to an unnamed temporary file in the output's folder, upright,
+    then are read back, colour-matched and encoded by strips.
 
     Args:
-        raw (str): RAW file.
-        weights (str): SDAN checkpoint.
-        output (str): ``.png``, ``.tif`` or ``.tiff`` file, written through a temporary file in the same folder.
-        opt (str | None): Options YAML with ``network_g``. Default: None (inferred from the weights).
-        ref (str | None): Camera JPEG of the shot. Default: None (LibRaw's demosaic).
-        tile (int): Tile side in input pixels, 0 = untiled. Default: 512.
+        raw (str): RAW file (see :func:`read_inputs`).
+        net (SDAN): The network (:func:`build_network`).
+        output (str): ``.png``, ``.tif`` or ``.tiff`` file.
+        ref (str | None): Camera JPEG of the shot, the colour reference. Default: None (LibRaw's rendering of the
+            RAW with its own colour matrix and white balance).
+        tile (int | None): Tile side in input pixels, 0 = untiled. Default: None (on a CPU the largest tile within
+            ``max_memory``, :func:`~sdan_basicsr.utils.zoom_memory.plan`; 512 on a GPU).
         bits (int): 8 or 16 bits per channel. Default: 8.
         device (str): ``cpu`` or ``cuda``. Default: ``cpu``.
-        save_offsets (bool): Also write ``<output stem>_offsets.png`` (Θ, see :func:`flow_to_color`) and
-            ``<output stem>_mask.png`` (M'). Default: False.
-        offset_scale (float | None): |Θ| shown at full brightness. Default: None (the largest |Θ|).
-        param_key (str | None): Checkpoint key. Default: None (``params_ema``, else ``params``).
-        progress (bool): tqdm bar over the tiles. Default: True.
         precision (str): ``fp32``, ``bf16``, ``fp16`` (autocast, with SDAN's float32 stages) or ``auto``
             (:func:`~sdan_basicsr.utils.precision.auto_precision` of ``device``). On CPU the network runs in
-            channels-last memory format (faster there, same function) and freed memory is kept for reuse
+            channels-last memory format and freed memory is kept for reuse
             (:func:`~sdan_basicsr.utils.cpu_memory.retain_freed_memory`). Default: ``fp32``.
-        match_color (bool | None): Give the result the colours of the reference: one global colour transform
-            (3×3 + offset, :func:`~sdan_basicsr.data.color.fit_color_transform`), fitted between the output
-            averaged to the reference's grid and the reference, and applied before the white balance. Until all
-            tiles are in, the output is kept without white balance (float16 for 8 bits, float32 for 16 bits).
-            Default: None (on when ``ref``, the camera JPEG, is given; LibRaw's demosaic is in the camera's raw
-            colour space, not in the JPEG's colours the network learned).
+        match_color (bool): Give the result the colours of the reference: one global colour transform (3×3 + offset,
+            :func:`~sdan_basicsr.data.color.fit_color_transform`) fitted between the output averaged to the
+            reference's grid and the reference, applied before the white balance. Default: True.
+        save_offsets (bool): Also write ``<output stem>_offsets.png`` (Θ, see :func:`flow_to_color`) and
+            ``<output stem>_mask.png`` (M'), upright. Default: False.
+        offset_scale (float | None): |Θ| shown at full brightness. Default: None (the largest |Θ|).
+        max_memory (int | None): Bytes the zoom may take, for the tile's choice. Default: None
+            (:func:`~sdan_basicsr.utils.zoom_memory.default_budget`).
+        spill (bool | None): Keep CPA2's input in a temporary file rather than in memory (``tiled_forward``'s
+            ``spill_dir``). Default: None (as the memory plan decides; in memory with a given tile).
+        progress (bool): tqdm bar over the tiles. Default: True.
+        log (callable): Receives the line that states the tile and the expected peak. Default: ``print``.
 
     Returns:
-        dict: ``seconds``, ``peak_rss_gib``, ``size`` (output h, w), ``offset_scale`` (or None), ``precision``
-        (the one that ran), ``color_transform`` ((3, 4) list, or None without colour matching) and the paths.
+        dict: ``seconds``, ``peak_rss_gib`` (the process's so far), ``size`` (upright output h, w), ``tile``,
+        ``spill``, ``expected_peak_gib`` (None unless the tile was planned on a CPU), ``flip``, ``offset_scale``
+        (or None), ``precision`` (the one that ran), ``color_transform`` ((3, 4) list, or None) and ``outputs``.
     """
     start = time.time()
     if bits not in (8, 16):
         raise ZoomError(f'bits must be 8 or 16, got {bits}')
     if osp.splitext(output)[1].lower() not in OUTPUT_EXTENSIONS:
         raise ZoomError(f'output {output} must end in one of {OUTPUT_EXTENSIONS}')
-    if tile < 0:
+    if tile is not None and tile < 0:
         raise ZoomError(f'tile must be 0 (untiled) or positive, got {tile}')
     if precision == 'auto':
         precision = auto_precision(device)
     if precision not in PRECISIONS:
         raise ZoomError(f'precision must be auto or one of {sorted(PRECISIONS)}, got {precision!r}')
-    if match_color is None:
-        match_color = ref is not None
-    if torch.device(device).type == 'cpu':
+    on_cpu = torch.device(device).type == 'cpu'
+    if on_cpu:
         retain_freed_memory()
-    net = build_network(weights, opt, param_key)
+        zoom_memory.process_base()  # measured before this zoom allocates anything
     if tile and net.align.offsets != 'squared':
-        raise ZoomError(f'weights {weights} have per-tap offsets, which tiling does not support: use --tile 0')
+        raise ZoomError('the network has per-tap offsets, which tiling does not support: use --tile 0')
     outputs = [output] + (list(_side_paths(output)) if save_offsets else [])
     temps = [_temp_path(p) for p in outputs]
+    folder = osp.dirname(osp.abspath(output))
     try:
-        x, x_rgb, wb = read_inputs(raw, net.in_format, ref)
-        reference = x_rgb[0].permute(1, 2, 0).numpy()
-        net = net.to(device, memory_format=torch.channels_last if device == 'cpu' else torch.preserve_format)
-        x, x_rgb = x.to(device), x_rgb.to(device)
-        wb = torch.from_numpy(np.asarray(wb, np.float32)).to(device).view(1, 4)
+        x, x_rgb, wb, flip, exif = read_inputs(raw, net.in_format, ref)
+        h, w = x.shape[2:]
+        expected = None
+        if tile is None and on_cpu:
+            budget = zoom_memory.default_budget() if max_memory is None else max_memory
+            tile, planned_spill, expected = zoom_memory.plan(net, (h, w), precision, budget, save_offsets)
+            spill = planned_spill if spill is None else spill
+            if not tile:
+                raise ZoomError(f'zooming {raw} ({w}x{h}) needs about {expected / 2**30:.1f} GiB even in the '
+                                f'smallest tile, more than the {budget / 2**30:.1f} GiB of --max-memory')
+            log(f'{raw}: tile {tile}, expected peak {expected / 2**30:.2f} GiB of {budget / 2**30:.2f} GiB'
+                + (" (CPA2's input on disk)" if spill else ''))
+        elif tile is None:
+            tile = 512
+        spill = bool(spill) and bool(tile)
         s = net.upscale
-        out_h, out_w = s * x.shape[2], s * x.shape[3]
-        image = np.empty((out_h, out_w, 3), np.uint8 if bits == 8 else np.uint16)
-        top = 2**bits - 1
+        stored = (s * h, s * w)
+        upright = stored[::-1] if flip & 4 else stored
+        top, dtype = 2**bits - 1, np.dtype(np.uint8 if bits == 8 else np.uint16)
+        reference = x_rgb[0].permute(1, 2, 0).numpy()  # the colour target, on the network's input grid
+        averaged = np.empty_like(reference) if match_color else None
+        net = net.to(device, memory_format=torch.channels_last if on_cpu else torch.preserve_format)
+        x, x_rgb, wb_t = x.to(device), x_rgb.to(device), torch.from_numpy(wb).to(device).view(1, 4)
+        # float16 keeps 11 bits: enough for an 8-bit result whose colours are matched later
+        spill_dtype = (np.float16 if bits == 8 else np.float32) if match_color else dtype
+        with DiskArray((*upright, 3), spill_dtype, folder) as image:
 
-        if match_color:
-            unbalanced = np.empty((out_h, out_w, 3), np.float16 if bits == 8 else np.float32)
-            averaged = np.empty_like(reference)  # the output on the reference's grid
-
-        def paste(row: int, col: int, sr: torch.Tensor) -> None:
-            if match_color:
+            def paste(row: int, col: int, sr: torch.Tensor) -> None:
                 sr = sr.float()
+                if match_color:
+                    low = F.avg_pool2d(sr, s)[0].permute(1, 2, 0).cpu().numpy()
+                    averaged[row // s:row // s + low.shape[0], col // s:col // s + low.shape[1]] = low
+                else:
+                    sr = apply_white_balance(sr, wb_t).mul_(top).round_()
                 tile_img = sr[0].permute(1, 2, 0).cpu().numpy()
-                unbalanced[row:row + tile_img.shape[0], col:col + tile_img.shape[1]] = tile_img
-                low = F.avg_pool2d(sr, s)[0].permute(1, 2, 0).cpu().numpy()
-                averaged[row // s:row // s + low.shape[0], col // s:col // s + low.shape[1]] = low
-                return
-            tile_img = apply_white_balance(sr.float(), wb).mul_(top).round_()[0].permute(1, 2, 0).cpu().numpy()
-            image[row:row + tile_img.shape[0], col:col + tile_img.shape[1]] = tile_img
+                box = (row, row + tile_img.shape[0], col, col + tile_img.shape[1])
+                y0, _, x0, _ = raw_utils.orient_box(box, stored, flip)
+                image.write(y0, x0, raw_utils.orient(tile_img, flip))
 
-        with autocast(device, precision):
-            if tile:
-                result = tiled_forward(net, x, x_rgb, tile, progress=progress, sr_sink=paste)
-            else:
-                with torch.no_grad():
-                    result = net(x, x_rgb)
-                paste(0, 0, result.sr)
-        del x, x_rgb
-        transform = None
-        if match_color:
-            transform = fit_color_transform(averaged, reference)
-            gains = raw_utils.display_gains(wb[0].cpu().numpy())
-            for row in range(0, out_h, MATCH_STRIP_ROWS):
-                strip = apply_color_transform(unbalanced[row:row + MATCH_STRIP_ROWS].astype(np.float32), transform)
-                image[row:row + MATCH_STRIP_ROWS] = np.round(np.clip(strip * gains, 0, 1) * top)
-            del unbalanced
-        _write(temps[0], output, image)
+            with autocast(device, precision):
+                if tile:
+                    result = tiled_forward(net, x, x_rgb, tile, progress=progress, sr_sink=paste,
+                                           keep=('mask', 'offset') if save_offsets else (),
+                                           spill_dir=folder if spill else None)
+                else:
+                    with torch.no_grad():
+                        result = net(x, x_rgb)
+                    paste(0, 0, result.sr)
+            del x, x_rgb
+            transform = finish = None
+            if match_color:
+                transform = fit_color_transform(averaged, reference)
+                del averaged
+                gains = raw_utils.display_gains(wb)
+
+                def finish(block: np.ndarray) -> np.ndarray:
+                    strip = apply_color_transform(block.astype(np.float32), transform)
+                    return np.round(np.clip(strip * gains, 0, 1) * top).astype(dtype)
+
+            write_image(temps[0], _strips(image, finish or (lambda block: block)), *upright, bits, STRIP_ROWS,
+                        output_exif(exif, upright), srgb_profile())
+        os.replace(temps[0], output)
         scale = None
         if save_offsets:
-            flow, scale = flow_to_color(result.offset[0, :2].cpu().numpy(), offset_scale)
+            flow, scale = flow_to_color(raw_utils.orient_offsets(result.offset[0, :2].cpu().numpy(), flip),
+                                        offset_scale)
             _write(temps[1], outputs[1], flow)
-            _write(temps[2], outputs[2], (result.mask[0, 0].cpu().numpy() * 255).astype(np.uint8))
+            _write(temps[2], outputs[2], raw_utils.orient((result.mask[0, 0].cpu().numpy() * 255).astype(np.uint8),
+                                                          flip))
     finally:
         for tmp in temps:
             if osp.exists(tmp):
                 os.remove(tmp)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    return dict(seconds=time.time() - start, peak_rss_gib=peak, size=(out_h, out_w), offset_scale=scale,
+    return dict(seconds=time.time() - start, peak_rss_gib=peak, size=upright, tile=tile, spill=spill,
+                expected_peak_gib=None if expected is None else expected / 2**30, flip=flip, offset_scale=scale,
                 precision=precision, color_transform=None if transform is None else transform.tolist(),
                 outputs=outputs)
 
 
-def main(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('input', help='RAW file (ARW, DNG, NEF, CR2, ... any 2x2 Bayer pattern)')
+# ---------------------------------------------------------------- many files
+
+
+class Job(NamedTuple):
+    """One RAW file of the command line and the output it gets."""
+    raw: str
+    output: str
+
+
+def _is_file_path(output: str) -> bool:
+    """``-o`` names a file (it has an extension and is no folder), not a folder."""
+    return not osp.isdir(output) and not output.endswith(os.sep) and bool(osp.splitext(output)[1])
+
+
+def list_jobs(inputs: List[str], output: Optional[str], ext: str, scale: int
+              ) -> Tuple[List[Job], List[Tuple[str, str]]]:
+    """The RAW files of the command line and their outputs, and the inputs that give none with the reason.
+
+    A folder contributes its files with a RAW extension (:data:`RAW_EXTENSIONS`, any case, not hidden, sorted); a file
+    is taken whatever its name. Outputs: ``-o`` itself for one RAW file and an ``-o`` with an image extension;
+    otherwise ``<stem>_x<scale><ext>`` in the ``-o`` folder, or next to each RAW file without ``-o``.
+
+    Args:
+        inputs (list[str]): Files and folders.
+        output (str | None): ``-o``.
+        ext (str): Extension of the outputs named here.
+        scale (int): The network's scale.
+
+    Returns:
+        tuple: The jobs, and (input, reason) of the inputs without one.
+    """
+    raws, problems = [], []
+    for path in inputs:
+        if osp.isdir(path):
+            found = sorted(osp.join(path, f) for f in os.listdir(path) if not f.startswith('.')
+                           and osp.splitext(f)[1].lower() in RAW_EXTENSIONS and osp.isfile(osp.join(path, f)))
+            raws += found
+            if not found:
+                problems.append((path, f'no RAW file in folder {path}'))
+        elif osp.isfile(path):
+            raws.append(path)
+        else:
+            problems.append((path, f'no such file or folder: {path}'))
+    if output is not None and _is_file_path(output):
+        if len(inputs) != 1 or not osp.isfile(inputs[0]):
+            raise ZoomError(f'-o {output} is a file: it takes one RAW file (give a folder for several)')
+        if osp.splitext(output)[1].lower() not in OUTPUT_EXTENSIONS:
+            raise ZoomError(f'output {output} must end in one of {OUTPUT_EXTENSIONS}')
+        return [Job(raws[0], output)], problems
+    jobs, seen = [], {}
+    for path in raws:
+        name = f'{osp.splitext(osp.basename(path))[0]}_x{scale}{ext}'
+        job = Job(path, osp.join(output if output is not None else osp.dirname(path), name))
+        if job.output in seen:
+            problems.append((path, f'{path} would be written to {job.output}, as {seen[job.output]}'))
+        else:
+            seen[job.output] = path
+            jobs.append(job)
+    return jobs, problems
+
+
+def _reason(err: BaseException, raw: str) -> str:
+    """One line saying why ``raw`` failed, naming it."""
+    message = str(err) if isinstance(err, (ZoomError, OSError)) else f'{type(err).__name__}: {err}'
+    message = ' '.join(message.split())
+    return message if raw in message else f'{raw}: {message}'
+
+
+def _size(text: str) -> int:
+    """``--max-memory``'s bytes (:func:`~sdan_basicsr.utils.zoom_memory.parse_size`)."""
+    try:
+        return zoom_memory.parse_size(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='sdan-zoom', description=__doc__.split('\n')[0], epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('inputs', nargs='+', metavar='RAW',
+                        help='RAW files (ARW, NEF, CR2, CR3, DNG, RAF, RW2, ORF, ...: any 2x2 Bayer mosaic LibRaw '
+                        'reads) or folders of them')
     parser.add_argument('--weights', required=True, help='net_g_*.pth saved by sdan_basicsr/train.py')
     parser.add_argument('--opt', help='options YAML whose network_g describes the network (default: inferred '
                         'from the weights)')
-    parser.add_argument('--ref', help='camera JPEG of the same shot as the reference (default: LibRaw demosaic)')
-    parser.add_argument('-o', '--output', required=True, help='output .png, .tif or .tiff')
-    parser.add_argument('--tile', type=int, default=512, help='tile side in input pixels; 0 = untiled')
-    parser.add_argument('--bits', type=int, choices=(8, 16), default=8)
+    parser.add_argument('--param-key', help='checkpoint key (default: params_ema if present, else params)')
+    parser.add_argument('-o', '--output', help='output file (one RAW file) or folder; default: next to each RAW '
+                        'file. Files made here are named <stem>_x4.png (or .tif)')
+    parser.add_argument('--bits', type=int, choices=(8, 16), default=8, help='bits per channel (default: 8)')
+    parser.add_argument('--format', choices=sorted(FORMATS), help='format of the outputs named here (default: png '
+                        'at 8 bits, tif at 16)')
+    parser.add_argument('--overwrite', action='store_true', help='zoom again where the output exists (default: '
+                        'skip it, so that an interrupted batch resumes)')
+    parser.add_argument('--ref', help='camera JPEG of the same shot as the colour reference, with one RAW file '
+                        "(default: LibRaw's rendering of the RAW with its own colour matrix and white balance)")
+    parser.add_argument('--match-color', action=argparse.BooleanOptionalAction, default=True,
+                        help="give the result the reference's colours by one global 3x3 + offset transform "
+                        "(default: on); --no-match-color keeps the network's own colours")
+    parser.add_argument('--max-memory', type=_size, metavar='SIZE',
+                        help='memory the zoom may take on a CPU, e.g. 6G: the tile is the largest whose expected '
+                        f'peak fits (default: {zoom_memory.DEFAULT_SHARE * 100:.0f}%% of the memory available at '
+                        'start)')
+    parser.add_argument('--tile', type=int, help='tile side in input pixels, 0 = untiled (default: chosen by '
+                        '--max-memory on a CPU, 512 on a GPU)')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu', choices=('cpu', 'cuda'))
     parser.add_argument('--precision', default='auto', choices=('auto', *PRECISIONS),
                         help='auto: bf16 on a CPU with native bf16 or a CUDA GPU that has it, fp16 on other GPUs, '
                         'else fp32 (default: auto)')
-    parser.add_argument('--match-color', action=argparse.BooleanOptionalAction, default=None,
-                        help="give the result the reference's colours by one global 3x3 + offset transform "
-                        '(default: on with --ref, off with the LibRaw demosaic)')
     parser.add_argument('--save-offsets', action='store_true',
                         help='also write <output>_offsets.png (hue = direction, value = |offset|) and '
                         '<output>_mask.png')
     parser.add_argument('--offset-scale', type=float, help='|offset| in input pixels shown at full value '
                         '(default: the largest)')
-    parser.add_argument('--param-key', help='checkpoint key (default: params_ema if present, else params)')
+    parser.add_argument('--no-progress', dest='progress', action='store_false', help='no progress bars')
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = _parser()
     args = parser.parse_args(argv)
+    ext = FORMATS[args.format or DEFAULT_FORMAT[args.bits]]
+    try:
+        net = load_network(args)
+        jobs, failed = list_jobs(args.inputs, args.output, ext, net.upscale)
+        if args.ref is not None and len(jobs) + len(failed) > 1:
+            raise ZoomError('--ref is the camera JPEG of one shot: give one RAW file with it')
+        if args.output is not None and not _is_file_path(args.output):
+            os.makedirs(args.output, exist_ok=True)
+    except (ZoomError, OSError) as err:
+        parser.exit(2, f'sdan-zoom: error: {err}\n')
     if args.device == 'cuda':
         torch.cuda.reset_peak_memory_stats()
     precision = auto_precision(args.device) if args.precision == 'auto' else args.precision
     print(f'precision: {precision}' + (' (auto)' if args.precision == 'auto' else ''), flush=True)
-    try:
-        info = zoom(args.input, args.weights, args.output, args.opt, args.ref, args.tile, args.bits, args.device,
-                    args.save_offsets, args.offset_scale, args.param_key, precision=precision,
-                    match_color=args.match_color)
-    except (ZoomError, raw_utils.RawReadError, OSError) as err:
-        parser.exit(2, f'sdan-zoom: error: {err}\n')
-    h, w = info['size']
-    line = (f'{args.input} -> {args.output} ({w}x{h}, {args.bits} bit) in {info["seconds"]:.1f} s, '
-            f'peak memory {info["peak_rss_gib"]:.2f} GiB (ru_maxrss)')
-    if args.device == 'cuda':
-        line += f', {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB on the GPU'
-    print(line)
-    if info['color_transform'] is not None:
-        rows = '; '.join(' '.join(f'{v:+.3f}' for v in r) for r in info['color_transform'])
-        print(f'colours matched to {args.ref or "the LibRaw demosaic"}: [M | b] = {rows}')
-    if args.save_offsets:
-        print(f'offsets: {info["outputs"][1]} (hue = direction, full value = {info["offset_scale"]:.3g} input px), '
-              f'mask: {info["outputs"][2]}')
-    sys.stdout.flush()
+    budget = args.max_memory
+    if args.device == 'cpu' and args.tile is None:
+        budget = budget or zoom_memory.default_budget()
+        print(f'memory: at most {budget / 2**30:.2f} GiB' + ('' if args.max_memory else
+              f' ({zoom_memory.DEFAULT_SHARE:.0%} of the {zoom_memory.available_memory() / 2**30:.2f} GiB available)'),
+              flush=True)
+    for path, reason in failed:
+        print(f'sdan-zoom: {reason}', file=sys.stderr, flush=True)
+    done = skipped = 0
+    bar = tqdm(jobs, unit='file', disable=len(jobs) < 2 or not args.progress)
+    for job in bar:
+        if osp.exists(job.output) and not args.overwrite:
+            tqdm.write(f'{job.raw}: skipped, {job.output} exists (--overwrite zooms it again)')
+            skipped += 1
+            continue
+        try:
+            info = zoom(job.raw, net, job.output, ref=args.ref, tile=args.tile, bits=args.bits, device=args.device,
+                        precision=precision, match_color=args.match_color, save_offsets=args.save_offsets,
+                        offset_scale=args.offset_scale, max_memory=budget, progress=args.progress, log=tqdm.write)
+        except Exception as err:  # one file that cannot be zoomed must not stop the others: it is named and skipped
+            failed.append((job.raw, _reason(err, job.raw)))
+            tqdm.write(f'sdan-zoom: {failed[-1][1]}', file=sys.stderr)
+            continue
+        done += 1
+        h, w = info['size']
+        line = (f'{job.raw} -> {job.output} ({w}x{h}, {args.bits} bit) in {info["seconds"]:.1f} s, '
+                f'peak memory {info["peak_rss_gib"]:.2f} GiB (ru_maxrss)')
+        if args.device == 'cuda':
+            line += f', {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB on the GPU'
+        tqdm.write(line)
+        if info['color_transform'] is not None:
+            rows = '; '.join(' '.join(f'{v:+.3f}' for v in r) for r in info['color_transform'])
+            tqdm.write(f'colours matched to {args.ref or "LibRaw" + chr(39) + "s rendering"}: [M | b] = {rows}')
+        if args.save_offsets:
+            tqdm.write(f'offsets: {info["outputs"][1]} (hue = direction, full value = {info["offset_scale"]:.3g} '
+                       f'input px), mask: {info["outputs"][2]}')
+    summary = f'sdan-zoom: {done} zoomed, {skipped} skipped (output exists), {len(failed)} failed'
+    print(summary + (': ' + ', '.join(path for path, _ in failed) if failed else ''), flush=True)
+    if failed:
+        sys.exit(1)
 
 
 if __name__ == '__main__':

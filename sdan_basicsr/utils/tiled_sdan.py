@@ -4,8 +4,9 @@ Global statistics of the attention blocks are accumulated over the whole image f
 tile by tile with enough overlap, so the result equals ``net(x, ref)`` to float rounding and memory is set by the tile.
 """
 import math
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from basicsr.archs.rcan_arch import ChannelAttention
@@ -22,11 +23,16 @@ from sdan_basicsr.archs.sdan_arch import (
     pad_to_multiple,
 )
 from sdan_basicsr.ops.mixed_precision import run_in_float32
+from sdan_basicsr.utils.disk_array import DiskArray
 
 #: A box (y0, y1, x0, x1) on the padded input grid, end exclusive.
 Box = Tuple[int, int, int, int]
 #: Called with (row, column, sr tile) in output pixels of the unpadded image, instead of assembling ``sr``.
 SrSink = Callable[[int, int, torch.Tensor], None]
+#: The low-resolution outputs that :func:`tiled_forward` can assemble.
+LOW_RES_OUTPUTS = ('aligned', 'mask', 'offset')
+#: Integer types of the sizes of float types, through which a feature map is stored on disk (numpy has no bfloat16).
+_BITS_OF_SIZE = {2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 #: Depth (input pixels from a window edge that is not an image edge) of the values a window gets wrong at CPA1's
 #: input: conv_first / conv_ref, then offset_conv1.
@@ -113,10 +119,55 @@ class _GlobalAttention:
         return feat
 
 
+def tail_halo(net: SDAN) -> int:
+    """Input pixels that pass 3's body and tail read beyond a tile, on each side: the body's convs and conv_body, then
+    the tail (a conv at 1×, 2×, … and conv_last add < 2 input pixels in all)."""
+    body_convs = sum(m.kernel_size[0] // 2 for m in net.body.modules() if isinstance(m, nn.Conv2d))
+    return body_convs + net.conv_body.kernel_size[0] // 2 + (2 if net.upscale > 1 else 1)
+
+
+class _FeatureStore:
+    """A feature map (N, C, h, w) of the whole padded image, written box by box and read by windows: a tensor, or one
+    :class:`DiskArray` per batch element (channels last, the float bits as integers) in ``folder``."""
+
+    def __init__(self, size: Tuple[int, int], folder: Optional[str]):
+        self.size = size
+        self.folder = folder
+        self.tensor: Optional[torch.Tensor] = None
+        self.disk: List[DiskArray] = []
+
+    def put(self, box: Box, feat: torch.Tensor) -> None:
+        """Store ``feat`` (N, C, box h, box w) on ``box``."""
+        if self.folder is None:
+            if self.tensor is None:
+                self.tensor = feat.new_empty(*feat.shape[:2], *self.size)
+            self.tensor[..., box[0]:box[1], box[2]:box[3]] = feat
+            return
+        if not self.disk:
+            self.dtype, self.device = feat.dtype, feat.device
+            self.disk = [DiskArray((*self.size, feat.shape[1]), np.dtype(f'i{feat.element_size()}'), self.folder)
+                         for _ in range(feat.shape[0])]
+        for disk, one in zip(self.disk, feat):
+            hwc = one.permute(1, 2, 0).contiguous().cpu().view(_BITS_OF_SIZE[one.element_size()])
+            disk.write(box[0], box[2], hwc.numpy())
+
+    def get(self, window: Box) -> torch.Tensor:
+        """The map on ``window`` (N, C, h, w); read from disk, it is channels last."""
+        if self.folder is None:
+            return self.tensor[..., window[0]:window[1], window[2]:window[3]]
+        parts = [torch.from_numpy(disk.read(*window)).view(self.dtype).permute(2, 0, 1) for disk in self.disk]
+        return (parts[0][None] if len(parts) == 1 else torch.stack(parts)).to(self.device)
+
+    def close(self) -> None:
+        self.tensor = None
+        for disk in self.disk:
+            disk.close()
+
+
 class _TiledSDAN:
     """The passes of :func:`tiled_forward` over one padded image."""
 
-    def __init__(self, net: SDAN, x: torch.Tensor, ref: torch.Tensor):
+    def __init__(self, net: SDAN, x: torch.Tensor, ref: torch.Tensor, spill_dir: Optional[str] = None):
         self.net = net
         self.align = net.align
         self.x = x
@@ -126,10 +177,8 @@ class _TiledSDAN:
                     _GlobalAttention(net.align.offset_att2, x.shape[0])]
         #: CPA2's input on the whole image, filled by pass 2 from every tile's own box; pass 3 reads Θ's input here
         #: instead of running the offset branch a third time (C channels of the image in the autocast dtype)
-        self.att2_input: Optional[torch.Tensor] = None
-        body_convs = sum(m.kernel_size[0] // 2 for m in net.body.modules() if isinstance(m, nn.Conv2d))
-        # body + conv_body, then the tail: a conv at 1×, 2×, … and conv_last add < 2 input pixels in all
-        self.tail_halo = body_convs + net.conv_body.kernel_size[0] // 2 + (2 if net.upscale > 1 else 1)
+        self.att2_input = _FeatureStore(self.size, spill_dir)
+        self.tail_halo = tail_halo(net)
 
     def ref_window(self, box: Box) -> torch.Tensor:
         """The network's reference on ``box``: with ``flip_ref``, the flips of the *whole* image, gathered."""
@@ -167,15 +216,13 @@ class _TiledSDAN:
         feat = _crop(self.offset_branch(window, stage), window, box)
         self.att[stage - 1].accumulate(feat)
         if stage == 2:
-            if self.att2_input is None:
-                self.att2_input = feat.new_empty(*feat.shape[:2], *self.size)
-            self.att2_input[..., box[0]:box[1], box[2]:box[3]] = feat
+            self.att2_input.put(box, feat)
 
     def theta(self, box: Box) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """(Θ, modulation or None) on ``box``: A₂ and the offset head on the kept CPA2 input around it (one pixel
         for offset_conv3, rounded out to CPA's 8×8 blocks), which is exact everywhere."""
         window = _grow(box, 1, self.size, CPA_PACKING)
-        feat = self.att2_input[..., window[0]:window[1], window[2]:window[3]]
+        feat = self.att2_input.get(window)
         theta, mask = self.align.offset_head(F.relu(self.att[1].apply(feat)))  # not in place: feat is the kept map
         return _crop(theta, window, box), None if mask is None else _crop(mask, window, box)
 
@@ -236,7 +283,9 @@ def tiled_forward(net: SDAN,
                   ref: torch.Tensor,
                   tile: int = 512,
                   progress: bool = False,
-                  sr_sink: Optional[SrSink] = None) -> SDANOutput:
+                  sr_sink: Optional[SrSink] = None,
+                  keep: Sequence[str] = LOW_RES_OUTPUTS,
+                  spill_dir: Optional[str] = None) -> SDANOutput:
     """``net(x, ref)`` computed tile by tile, exactly (to float rounding), with memory set by ``tile``.
 
     The input is padded as :meth:`SDAN.forward` pads it, then three passes run over tiles of ``tile`` × ``tile``
@@ -246,7 +295,7 @@ def tiled_forward(net: SDAN,
        to E₁ = X Xᵀ of the whole image; A₁ = softmax(rowmax(E₁) − E₁) is formed once;
     2. per tile: the same features on the tile's blocks and one block around, A₁ applied block-wise, on to CPA2's
        input, which is kept for the whole image (C channels in the autocast dtype: 3 GiB for a 24-MP mosaic in
-       bf16, 6 GiB in float32); E₂ and A₂ likewise;
+       bf16, 6 GiB in float32; in a temporary file with ``spill_dir``); E₂ and A₂ likewise;
     3. per tile, grown by the receptive field of the body and tail: Θ from the kept CPA2 input (A₂, the offset
        head), then the squared deformable conv reads F^X as far as the tile's largest |Θ| reaches (the halo is
        measured at run time, so any offset stays exact), then X', the body and the tail (by strips of
@@ -263,9 +312,14 @@ def tiled_forward(net: SDAN,
         progress (bool): Show a tqdm bar over the tiles of the three passes. Default: False.
         sr_sink (callable | None): Receives ``(row, col, sr_tile)`` (output pixels of the unpadded image) for
             every tile instead of having X~ assembled; the returned ``sr`` is then None. Default: None.
+        keep (Sequence[str]): The low-resolution outputs to assemble, of :data:`LOW_RES_OUTPUTS`; the others are
+            returned as None. Default: all.
+        spill_dir (str | None): Keep CPA2's input in an unnamed temporary file in this folder, not in memory
+            (see :class:`~sdan_basicsr.utils.disk_array.DiskArray`); pass 3 reads each tile's window back.
+            Default: None (in memory).
 
     Returns:
-        SDANOutput: ``(sr, aligned, mask, offset)`` as ``net(x, ref)`` returns them.
+        SDANOutput: ``(sr, aligned, mask, offset)`` as ``net(x, ref)`` returns them, None for those not kept.
     """
     if not isinstance(net, SDAN):
         raise TypeError(f'tiled_forward needs an SDAN, got {type(net).__name__}')
@@ -274,40 +328,51 @@ def tiled_forward(net: SDAN,
                          f"{net.align.offsets!r}; run it untiled")
     if tile < 1:
         raise ValueError(f'tile must be positive, got {tile}')
+    if set(keep) - set(LOW_RES_OUTPUTS):
+        raise ValueError(f'keep must name outputs of {LOW_RES_OUTPUTS}, got {tuple(keep)}')
     net._check(x, ref)
     tile = -(-tile // CPA_PACKING) * CPA_PACKING
     n, _, h, w = x.shape
-    run = _TiledSDAN(net, pad_to_multiple(net.encode_input(x), CPA_PACKING), pad_to_multiple(ref, CPA_PACKING))
+    run = _TiledSDAN(net, pad_to_multiple(net.encode_input(x), CPA_PACKING), pad_to_multiple(ref, CPA_PACKING),
+                     spill_dir)
     tiles = _tiles(run.size, tile)
-    bar = tqdm(total=3 * len(tiles), unit='tile', disable=not progress)
+    # leave=None: the bar stays when it is the only one, and goes when it is nested in a bar over files
+    bar = tqdm(total=3 * len(tiles), unit='tile', disable=not progress, leave=None)
+    try:
+        for stage in (1, 2):
+            bar.set_description(f'SDAN pass {stage}/3 (CPA{stage} statistics)')
+            for box in tiles:
+                run.statistics(stage, box)
+                bar.update()
+            run.att[stage - 1].finalize(run.size[0] * run.size[1], x.dtype)
 
-    for stage in (1, 2):
-        bar.set_description(f'SDAN pass {stage}/3 (CPA{stage} statistics)')
+        s = net.upscale
+        sr = None if sr_sink is not None else x.new_empty(n, net.conv_last.out_channels, s * h, s * w)
+        aligned = x.new_empty(n, net.conv_aligned.out_channels, h, w) if 'aligned' in keep else None
+        offset = x.new_empty(n, net.align.num_offset_ch, h, w) if 'offset' in keep else None
+        mask = x.new_empty(n, 1, h, w) if 'mask' in keep else None
+        bar.set_description('SDAN pass 3/3 (tiles)')
         for box in tiles:
-            run.statistics(stage, box)
+            if box[0] < h and box[2] < w:
+                sr_tile, aligned_tile, theta = run.outputs(box)
+                own = (box[0], min(box[1], h), box[2], min(box[3], w))
+                rows, cols = slice(own[0], own[1]), slice(own[2], own[3])
+                theta = _crop(theta, box, own)
+                if offset is not None:
+                    offset[..., rows, cols] = theta
+                if mask is not None:
+                    mask[..., rows, cols] = _validity_mask(theta, own, (h, w))
+                if aligned is not None:
+                    aligned[..., rows, cols] = _crop(aligned_tile, box, own)
+                del aligned_tile, theta
+                sr_tile = _crop(sr_tile, box, own, s)
+                if sr_sink is None:
+                    sr[..., s * own[0]:s * own[1], s * own[2]:s * own[3]] = sr_tile
+                else:
+                    sr_sink(s * own[0], s * own[2], sr_tile)
+                del sr_tile
             bar.update()
-        run.att[stage - 1].finalize(run.size[0] * run.size[1], x.dtype)
-
-    s = net.upscale
-    sr = None if sr_sink is not None else x.new_empty(n, net.conv_last.out_channels, s * h, s * w)
-    aligned = x.new_empty(n, net.conv_aligned.out_channels, h, w)
-    offset = x.new_empty(n, net.align.num_offset_ch, h, w)
-    mask = x.new_empty(n, 1, h, w)
-    bar.set_description('SDAN pass 3/3 (tiles)')
-    for box in tiles:
-        if box[0] < h and box[2] < w:
-            sr_tile, aligned_tile, theta = run.outputs(box)
-            own = (box[0], min(box[1], h), box[2], min(box[3], w))
-            rows, cols = slice(own[0], own[1]), slice(own[2], own[3])
-            theta = _crop(theta, box, own)
-            offset[..., rows, cols] = theta
-            mask[..., rows, cols] = _validity_mask(theta, own, (h, w))
-            aligned[..., rows, cols] = _crop(aligned_tile, box, own)
-            sr_tile = _crop(sr_tile, box, own, s)
-            if sr_sink is None:
-                sr[..., s * own[0]:s * own[1], s * own[2]:s * own[3]] = sr_tile
-            else:
-                sr_sink(s * own[0], s * own[2], sr_tile)
-        bar.update()
-    bar.close()
+    finally:
+        run.att2_input.close()
+        bar.close()
     return SDANOutput(sr, aligned, mask, offset)
