@@ -35,6 +35,9 @@ from sdan_basicsr.tools.make_demo import TEST_PHOTOS, make_demo, read_meta  # no
 from sdan_basicsr.weights import SHIPPED_WEIGHTS  # noqa: E402
 
 SDAN_OPT = osp.join('options', 'test_sdan_pretrained.yml')
+#: The model card, whose figures section (between these markers) this script writes.
+MODEL_CARD = osp.join('sdan_basicsr', 'weights', 'MODEL_CARD.md')
+MARKERS = ('<!-- BEGIN bench/pretrained_eval.py -->', '<!-- END bench/pretrained_eval.py -->')
 BICUBIC_OPT = osp.join('options', 'baselines', 'test_bicubic_demo.yml')
 ROBUST_ROOT = osp.join('datasets', 'sdan_robust')
 #: The robustness trees: name → make_demo's camera options; the held-out photographs once each, shots 768 px wide.
@@ -100,6 +103,35 @@ def evaluate(tree: str, weights: str) -> dict:
     return rows
 
 
+def side_by_side(tree: str, out: str, width: int = 320) -> str:
+    """Input | bicubic | SDAN | target of the tree's first scene, cropped where the target has most detail, as the
+    images were saved (white balance applied); a JPEG small enough for the README."""
+    import glob
+
+    import cv2
+
+    from sdan_basicsr.data.srraw_dataset import SRRAWPairedDataset
+    from sdan_basicsr.models.sdan_model import image_name
+
+    dataset = SRRAWPairedDataset({'name': 'eval', 'dataroot': tree_folder(tree), 'phase': 'test'})
+    item = dataset[0]
+    stem = image_name(item['lq_path'])
+    target = demo._white_balanced_target(item)
+    h, w = target.shape[:2]
+    lq = cv2.resize(demo._white_balanced_target(dict(item, gt=item['lq_rgb'])), (w, h), interpolation=cv2.INTER_NEAREST)
+    saved = [cv2.imread(glob.glob(osp.join(ROOT, 'results', f'pretrained_eval_{tree}_{label}', 'visualization', '*',
+                                           f'{stem}_*.png'))[0]) for label in ('Bicubic', 'SDAN')]
+    ch = width * 3 // 4
+    y, x = demo._detail_box(target, ch, width)
+    panels = [img[y:y + ch, x:x + width] for img in (lq, *saved, target)]
+    labels = ['input (JPEG of the RAW)', 'bicubic', 'SDAN (shipped)', 'target (long focal)']
+    band = demo._label_band(labels, width, 28, 4)
+    spacer = np.full((ch, 4, 3), 255, np.uint8)
+    row = np.concatenate([t for p in panels for t in (p, spacer)][:-1], axis=1)
+    cv2.imwrite(out, np.concatenate([band, row]), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return out
+
+
 def markdown(results: dict, weights: str, seconds: float) -> str:
     lines = ['# Shipped SDAN: held-out figures\n',
              f'`python bench/pretrained_eval.py` with `{weights}`, {platform.processor() or platform.machine()}, '
@@ -134,6 +166,8 @@ def main() -> None:
     parser.add_argument('--weights', default=SHIPPED_WEIGHTS)
     parser.add_argument('--trees', nargs='+', default=['demo', *ROBUST_TREES], choices=['demo', *ROBUST_TREES])
     parser.add_argument('--out', default=osp.join('bench', 'pretrained_eval.md'))
+    parser.add_argument('--figure', default=osp.join('docs', 'figures', 'pretrained_side_by_side.jpg'),
+                        help="side-by-side of the demo tree's first held-out scene")
     args = parser.parse_args()
     os.chdir(ROOT)
     start = time.time()
@@ -142,6 +176,17 @@ def main() -> None:
     with open(args.out, 'w', encoding='utf-8') as f:
         f.write(text)
     print(text)
+    if osp.abspath(args.weights) == SHIPPED_WEIGHTS and set(args.trees) == {'demo', *ROBUST_TREES}:
+        with open(MODEL_CARD, encoding='utf-8') as f:
+            card = f.read()
+        head, rest = card.split(MARKERS[0])
+        tail = rest.split(MARKERS[1])[1]
+        figures = text.split('\n', 2)[2]  # without the title
+        with open(MODEL_CARD, 'w', encoding='utf-8') as f:
+            f.write(f'{head}{MARKERS[0]}\n{figures}{MARKERS[1]}{tail}')
+    if 'demo' in results:
+        os.makedirs(osp.dirname(args.figure), exist_ok=True)
+        print(f"side-by-side: {side_by_side('demo', args.figure)}")
 
 
 if __name__ == '__main__':
