@@ -1,0 +1,380 @@
+"""MSFFN (×4) and DKSAN (×16) in miniature on held-out footage: temporal gain, the papers' ablations, EDVR-M.
+
+Every trained row goes through the real launchers: ``sdan_basicsr/train.py`` on the training septuplets of the video
+set (``scripts/make_video_data.sh``: opencv-doc's vtest.avi and Megamind.avi, generated pans with moving objects),
+all rows with one budget, then ``sdan_basicsr/test.py`` with BasicSR's ``VideoTestDataset`` on the held-out clips
+(tree.avi, generated over the test photographs): PSNR / SSIM on Y per clip, then over the clips, as Vid4 is scored.
+Writes ``bench/video_bench.md`` (the tables, command, machine, date) and ``bench/video_bench.png`` (a held-out frame:
+bicubic | MSFFN | target at ×4, bicubic | DKSAN | target at ×16).
+
+    python bench/video_bench.py                                      # every row, 1000 iterations, seeds 0 and 1
+    python bench/video_bench.py --rows bicubic_x4 msffn msffn_centre  # some rows
+    python bench/video_bench.py --smoke                               # a few iterations on tiny clips, one seed
+
+A row whose run finished in ``--work`` with the same options on the same video set is not trained again
+(``rows/<row>_seed<k>.json``), so an interrupted bench resumes and rows run apart end up in one table. The default
+run is 24 trainings (12 rows, 2 seeds); one iteration of every trained row costs 23.5 s of single-thread CPU time at
+batch 4 (1.9 s for MSFFN, 3.7 s with PCD, 3.3 s for EDVR-M, 2.2 s for DKSAN), about 7 h on 2 free cores.
+"""
+import argparse
+import copy
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from os import path as osp
+
+import torch
+import yaml
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from bench_util import device_name  # noqa: E402
+
+from sdan_basicsr.tools.make_video_demo import BENCH_SET, make_video_demo  # noqa: E402
+
+#: The networks at the benchmark's size: each paper's structure, fewer channels and blocks (paper sizes in brackets).
+#: MSFFN: C 32 [80; 64 for Ours-S], 2 extraction blocks [5], 6 MRFBs [16], 4 deformable groups [8], feedback and
+#: attention as the paper. DKSAN: C 32 [128], 2 extraction blocks [5], RCABs (4, 3, 2, 2) per level [30, 20, 15, 10],
+#: reduction 8 [16, which would leave 2 channels], 2 DK layers in DKC_Align and DKSA [6, 5], 1 in the light DKSA [2].
+#: EDVR-M (BasicSR's EDVR: PCD, TSA, 5 frames) scaled as MSFFN: C 32 [64], 2 extraction blocks [5], 6
+#: reconstruction blocks [10], 4 deformable groups [8].
+MSFFN_NET = dict(type='MSFFN', num_feat=32, num_frame=7, num_extract_block=2, num_block=6, upscale=4,
+                 deformable_groups=4)
+DKSAN_NET = dict(type='DKSAN', num_feat=32, num_frame=7, num_extract_block=2, num_rcab=[4, 3, 2, 2], upscale=16,
+                 squeeze_factor=8, num_dk_align=2, num_dk_attn=2, num_dk_light=1, deformable_groups=4)
+EDVR_NET = dict(type='EDVR', num_feat=32, num_frame=5, num_extract_block=2, num_reconstruct_block=6,
+                deformable_groups=4, with_tsa=True)
+
+
+def _centre(net: dict) -> dict:
+    return {'type': 'CentreFrameRepeat', 'network': net}
+
+
+#: row → (scale, table label, where in the paper, network_g (None: bicubic, not trained))
+ROWS = {
+    'bicubic_x4': (4, 'Bicubic', '', None),
+    'msffn': (4, 'MSFFN, 7 frames (MDD, SFT)', 'Table VIII N_f = 7', MSFFN_NET),
+    'msffn_centre': (4, 'MSFFN, centre frame ×7', 'Table VIII N_f = 1', _centre(MSFFN_NET)),
+    'msffn_nf3': (4, 'MSFFN, 3 frames', 'Table VIII N_f = 3', dict(MSFFN_NET, num_frame=3)),
+    'msffn_nf5': (4, 'MSFFN, 5 frames', 'Table VIII N_f = 5', dict(MSFFN_NET, num_frame=5)),
+    'msffn_pcd': (4, 'MSFFN, PCD alignment', 'Table V PCD', dict(MSFFN_NET, alignment='pcd')),
+    'msffn_df': (4, 'MSFFN, one-stage fusion (DF)', 'Table VI DF', dict(MSFFN_NET, fusion='df')),
+    'edvr_m': (4, 'EDVR-M (BasicSR), 5 frames', 'anchor', EDVR_NET),
+    'bicubic_x16': (16, 'Bicubic', '', None),
+    'dksan_backbone': (16, 'DKSAN backbone (resblocks)', 'Table 3 backbone',
+                       dict(DKSAN_NET, with_ca=False, with_dkc_align=False, with_dksa=False)),
+    'dksan_ca': (16, '+ channel attention', 'Table 3 w/o Alignment & DKSA',
+                 dict(DKSAN_NET, with_dkc_align=False, with_dksa=False)),
+    'dksan_align': (16, '+ DKC_Align', 'Table 3 w/o DKSA', dict(DKSAN_NET, with_dksa=False)),
+    'dksan': (16, '+ DKSA = DKSAN, 7 frames', 'Table 3 DKSAN', DKSAN_NET),
+    'dksan_centre': (16, 'DKSAN, centre frame ×7', '', _centre(DKSAN_NET)),
+}
+#: The rows of ``--smoke`` and its video set (generated clips only, 64 px) and budget.
+SMOKE_ROWS = ['bicubic_x4', 'msffn', 'msffn_centre', 'bicubic_x16', 'dksan']
+SMOKE_SET = dict(scale=(4, 16), gt_size=64, num_train_clips=4, num_test_clips=2, num_test_frames=8, num_objects=3,
+                 videos=None, seed=0)
+#: GT patch side of training per scale (LR 32² at ×4, 16² at ×16), and the smoke run's.
+GT_SIZE = {4: 128, 16: 256}
+SMOKE_GT_SIZE = {4: 32, 16: 64}
+#: The option file whose training settings (optimiser, schedule, loss) every trained row of a scale takes.
+BASE_OPTIONS = {4: 'train_msffn_demo.yml', 16: 'train_dksan_demo.yml'}
+METRICS = {'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': True},
+           'ssim': {'type': 'calculate_ssim', 'crop_border': 0, 'test_y_channel': True}}
+#: The held-out frame of the picture: the middle of the first clip of tree.avi (of the first clip in the smoke set).
+PICTURE = {'clip': 'tree_00', 'frame': 17}
+#: The row the picture shows beside bicubic and the target, and its label, per scale.
+PICTURE_ROWS = {4: ('msffn', 'MSFFN'), 16: ('dksan', 'DKSAN')}
+#: The rows whose test (first seed) saves its images for the picture.
+PICTURED = {r for scale, (row, _) in PICTURE_ROWS.items() for r in (row, f'bicubic_x{scale}')}
+
+
+def num_frame(row: str) -> int:
+    """Frames the row's network reads (7 for bicubic, which upsamples the centre one)."""
+    net = ROWS[row][3]
+    net = net and (net['network'] if net['type'] == 'CentreFrameRepeat' else net)
+    return net['num_frame'] if net else 7
+
+
+def _data_paths(data: str, scale: int) -> dict:
+    return {'dataroot_gt': osp.join(data, 'vimeo_septuplet', 'sequences'),
+            'dataroot_lq': osp.join(data, f'vimeo_septuplet_matlabLRx{scale}', 'sequences'),
+            'meta_info_file': osp.join(data, 'meta_info_train_GT.txt')}
+
+
+def train_options(row: str, seed: int, data: str, args) -> dict:
+    scale, _, _, net = ROWS[row]
+    with open(osp.join(ROOT, 'options', BASE_OPTIONS[scale]), encoding='utf-8') as f:
+        opt = yaml.safe_load(f)
+    opt.update(name=f'video_bench_{row}_seed{seed}', num_gpu='auto', manual_seed=seed, network_g=copy.deepcopy(net))
+    train = opt['datasets']['train']
+    train.update(_data_paths(data, scale), name='VideoBench', num_frame=num_frame(row), gt_size=args.gt_size[scale],
+                 batch_size_per_gpu=args.batch)
+    opt['datasets'] = {'train': train}  # no validation: the held-out clips are only tested, after training
+    opt.pop('val', None)
+    opt['train'].update(total_iter=args.iters)
+    opt['train']['scheduler'].update(periods=[args.iters])
+    opt['logger'].update(print_freq=max(args.iters // 20, 1), save_checkpoint_freq=args.iters)
+    return opt
+
+
+def test_options(row: str, seed: int, data: str, weights, save_img: bool) -> dict:
+    scale, _, _, net = ROWS[row]
+    name = f'video_bench_{row}' + (f'_seed{seed}' if net else '') + '_test'
+    return {'name': name, 'model_type': 'VideoBaseModel', 'scale': scale, 'num_gpu': 'auto',
+            'datasets': {'test': {'name': 'Vid4', 'type': 'VideoTestDataset',
+                                  'dataroot_gt': osp.join(data, 'test', 'GT'),
+                                  'dataroot_lq': osp.join(data, 'test', f'BIx{scale}'), 'cache_data': True,
+                                  'io_backend': {'type': 'disk'}, 'num_frame': num_frame(row),
+                                  'padding': 'reflection_circle'}},
+            'network_g': copy.deepcopy(net) or {'type': 'Bicubic', 'upscale': scale},
+            'path': {'pretrain_network_g': weights, 'strict_load_g': True},
+            'val': {'save_img': save_img, 'suffix': None, 'metrics': METRICS}}
+
+
+def _write(folder: str, name: str, opt: dict) -> str:
+    os.makedirs(folder, exist_ok=True)
+    path = osp.join(folder, f'{name}.yml')
+    with open(path, 'w', encoding='utf-8') as f:
+        yaml.safe_dump(opt, f)
+    return path
+
+
+def _launch(script: str, opt_path: str, work: str) -> None:
+    cmd = [sys.executable, osp.join(ROOT, 'sdan_basicsr', script), '-opt', opt_path]
+    proc = subprocess.run(cmd, env=dict(os.environ, SDAN_ROOT=work), capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f'{" ".join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}')
+
+
+def read_video_metrics(work: str, name: str) -> dict:
+    """``{metric: {'mean': value, <clip>: value, ...}}`` of the latest ``test.py`` log of ``name``.
+
+    ``VideoBaseModel`` logs one line per metric: ``# psnr: <mean over clips>`` then ``# <clip>: <mean over its
+    frames>`` for every clip.
+    """
+    logs = sorted(glob.glob(osp.join(work, 'results', name, f'test_{name}_*.log')), key=osp.getmtime)
+    if not logs:
+        raise FileNotFoundError(f'no test log of {name} under {osp.join(work, "results", name)}')
+    with open(logs[-1], encoding='utf-8') as f:
+        text = f.read()
+    metrics = {}
+    for metric in METRICS:
+        line = re.search(rf'# {metric}: .*', text).group(0)
+        values = re.findall(r'# (\S+): ([-+0-9.eE]+)', line)
+        metrics[metric] = {'mean' if key == metric else key: float(value) for key, value in values}
+    return metrics
+
+
+def run_row(row: str, seed: int, data: str, set_args: dict, args) -> dict:
+    """Train (unless bicubic) and test ``row`` with ``seed``; ``rows/<row>_seed<k>.json`` keeps the result with the
+    options and video set it came from, and is reused while they are unchanged."""
+    trained = ROWS[row][3] is not None
+    train_opt = train_options(row, seed, data, args) if trained else None
+    weights = (osp.join(args.work, 'experiments', train_opt['name'], 'models', 'net_g_latest.pth')
+               if trained else None)
+    save_img = seed == args.seeds[0] and row in PICTURED
+    test_opt = test_options(row, seed, data, weights, save_img)
+    record = osp.join(args.work, 'rows', f'{row}_seed{seed}.json')
+    if osp.isfile(record):
+        with open(record, encoding='utf-8') as f:
+            kept = json.load(f)
+        if (kept['train_opt'], kept['test_opt'], kept['set']) == (train_opt, test_opt, set_args):
+            print(f'{row} seed {seed}: reusing {record}', flush=True)
+            return kept['result']
+    opts = osp.join(args.work, 'options')
+    seconds = 0.
+    if trained:
+        start = time.time()
+        _launch('train.py', _write(opts, train_opt['name'], train_opt), args.work)
+        seconds = time.time() - start
+    _launch('test.py', _write(opts, test_opt['name'], test_opt), args.work)
+    result = dict(read_video_metrics(args.work, test_opt['name']), seconds=seconds, test=test_opt['name'])
+    os.makedirs(osp.dirname(record), exist_ok=True)
+    with open(record, 'w', encoding='utf-8') as f:
+        json.dump({'train_opt': train_opt, 'test_opt': test_opt, 'set': set_args, 'result': result}, f, indent=1)
+    return result
+
+
+def parameters(row: str) -> int:
+    """Parameters of ``row``'s network (0 for bicubic), built through BasicSR's ARCH_REGISTRY."""
+    from basicsr.archs import build_network
+
+    import sdan_basicsr  # noqa: F401  (registers the archs)
+
+    net = ROWS[row][3]
+    return sum(p.numel() for p in build_network(copy.deepcopy(net)).parameters()) if net else 0
+
+
+def _stats(values: list) -> tuple:
+    """Mean and half the range (the spread of the seeds; 0 for one)."""
+    return sum(values) / len(values), (max(values) - min(values)) / 2
+
+
+def _cell(values: list, digits: int) -> str:
+    mean, spread = _stats(values)
+    return f'{mean:.{digits}f}' + (f' ± {spread:.{digits}f}' if len(values) > 1 else '')
+
+
+def scale_table(scale: int, results: dict, clips: list) -> list:
+    """Markdown table of the rows of ``scale``: parameters, PSNR-Y / SSIM-Y over the seeds, per clip, train time."""
+    rows = [row for row in results if ROWS[row][0] == scale]
+    bicubic = f'bicubic_x{scale}'
+    lines = ['| row | paper | parameters | PSNR-Y (dB) | SSIM-Y | Δ bicubic (dB) | '
+             + ' | '.join(clips) + ' | train (s) |', '|---' * (7 + len(clips)) + '|']
+    for row in rows:
+        runs = results[row]
+        psnr = [r['psnr']['mean'] for r in runs]
+        delta = (_cell([p - results[bicubic][0]['psnr']['mean'] for p in psnr], 2)
+                 if bicubic in results and row != bicubic else '')
+        lines.append(f'| {ROWS[row][1]} | {ROWS[row][2]} | {parameters(row):,} | {_cell(psnr, 2)} | '
+                     f'{_cell([r["ssim"]["mean"] for r in runs], 4)} | {delta} | '
+                     + ' | '.join(_cell([r['psnr'][c] for r in runs], 2) for c in clips)
+                     + f' | {_cell([r["seconds"] for r in runs], 0)} |')
+    return lines
+
+
+#: The papers' claims and the issue's targets as (row a, row b, margin in dB): PSNR-Y of a − b ≥ margin.
+CHECKS = [('msffn', 'bicubic_x4', 1.5, 'MSFFN (7 frames) over bicubic (issue target ≥ 1.5 dB)'),
+          ('msffn', 'msffn_centre', 0.3, 'MSFFN temporal gain: 7 frames over the centre frame ×7 (issue ≥ 0.3 dB)'),
+          ('msffn_nf3', 'msffn_centre', 0., 'N_f = 3 over N_f = 1 (Table VIII)'),
+          ('msffn_nf5', 'msffn_nf3', 0., 'N_f = 5 over N_f = 3 (Table VIII)'),
+          ('msffn', 'msffn_nf5', 0., 'N_f = 7 over N_f = 5 (Table VIII)'),
+          ('msffn', 'msffn_pcd', 0., 'MDD over PCD alignment (Table V: +0.14 dB)'),
+          ('msffn', 'msffn_df', 0., 'multi-stage (SFT) over one-stage fusion (Table VI: +0.24 dB)'),
+          ('msffn', 'edvr_m', 0., 'MSFFN over EDVR-M'),
+          ('dksan', 'bicubic_x16', 0., 'DKSAN over bicubic at ×16'),
+          ('dksan', 'dksan_centre', 0., 'DKSAN temporal gain: 7 frames over the centre frame ×7'),
+          ('dksan_ca', 'dksan_backbone', 0., '+ CA over backbone (Table 3: +0.24 dB)'),
+          ('dksan_align', 'dksan_ca', 0., '+ DKC_Align over + CA (Table 3: +0.05 dB)'),
+          ('dksan', 'dksan_align', 0., '+ DKSA over + DKC_Align (Table 3: +0.11 dB)')]
+
+
+def check_lines(results: dict) -> list:
+    """Each claim whose two rows ran: the difference of their mean PSNR-Y, the seeds' spread, and the verdict
+    ('yes' when it clears the margin by more than the spread, 'within spread' when the spread covers the margin)."""
+    lines = []
+    for a, b, margin, claim in CHECKS:
+        if a not in results or b not in results:
+            continue
+        (mean_a, spread_a), (mean_b, spread_b) = (_stats([r['psnr']['mean'] for r in results[k]]) for k in (a, b))
+        diff, spread = mean_a - mean_b, spread_a + spread_b
+        verdict = 'yes' if diff - spread >= margin else ('within spread' if diff + spread >= margin else 'no')
+        lines.append(f'- {claim}: {diff:+.2f} dB (spread ± {spread:.2f}): **{verdict}**')
+    return lines
+
+
+def picture(results: dict, data: str, work: str, out: str) -> str:
+    """One held-out frame per scale: bicubic | network | target, each labelled with its PSNR-Y on that frame."""
+    import cv2
+    import numpy as np
+    from basicsr.metrics import calculate_psnr
+
+    clip = PICTURE['clip'] if osp.isdir(osp.join(data, 'test', 'GT', PICTURE['clip'])) else sorted(
+        os.listdir(osp.join(data, 'test', 'GT')))[0]
+    frame = min(PICTURE['frame'], len(os.listdir(osp.join(data, 'test', 'GT', clip))) // 2)
+    gt = cv2.imread(osp.join(data, 'test', 'GT', clip, f'{frame:08d}.png'))
+    rows = []
+    for scale, (row, label) in PICTURE_ROWS.items():
+        shown = {f'bicubic_x{scale}': 'bicubic', row: label}
+        if not all(r in results for r in shown):
+            continue
+        tiles = []
+        for r, name in shown.items():
+            test = results[r][0]['test']
+            img = cv2.imread(glob.glob(osp.join(work, 'results', test, 'visualization', '*', clip,
+                                                f'{frame:08d}_*.png'))[0])
+            psnr = calculate_psnr(img, gt, 0, test_y_channel=True)
+            tiles.append((img, f'{name} x{scale}: {psnr:.2f} dB'))
+        tiles.append((gt, 'target'))
+        labelled = []
+        for img, label in tiles:
+            band = np.full((24, img.shape[1], 3), 255, np.uint8)
+            cv2.putText(band, label, (4, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+            labelled.append(np.vstack([band, img]))
+        rows.append(np.hstack(labelled))
+    if rows:
+        cv2.imwrite(out, np.vstack(rows))
+    return f'{clip}, frame {frame}'
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--rows', nargs='+', choices=list(ROWS), help='default: all (with --smoke: SMOKE_ROWS)')
+    parser.add_argument('--iters', type=int, help='training iterations per row (default 1000; --smoke: 2)')
+    parser.add_argument('--batch', type=int, help='training batch (default 4; --smoke: 1)')
+    parser.add_argument('--seeds', type=int, nargs='+',
+                        help='manual_seed of the trained rows (default 0 1; --smoke: 0)')
+    parser.add_argument('--data', help='video set (default datasets/video_opencv, built with BENCH_SET if missing; '
+                        '--smoke: <work>/data_smoke, SMOKE_SET)')
+    parser.add_argument('--work', help='experiments, results and kept rows (default experiments/video_bench, '
+                        '--smoke: experiments/video_bench_smoke)')
+    parser.add_argument('--out', help='the report (default bench/video_bench.md; --smoke: <work>/video_bench.md); '
+                        'the picture beside it (.png)')
+    parser.add_argument('--smoke', action='store_true', help='prove the bench end to end: tiny clips, a few '
+                        'iterations, one seed, a few rows')
+    args = parser.parse_args()
+    smoke = args.smoke
+    args.rows = args.rows or (SMOKE_ROWS if smoke else list(ROWS))
+    args.iters = args.iters or (2 if smoke else 1000)
+    args.batch = args.batch or (1 if smoke else 4)
+    args.seeds = args.seeds or ([0] if smoke else [0, 1])
+    args.work = osp.abspath(args.work or osp.join(ROOT, 'experiments', 'video_bench_smoke' if smoke else 'video_bench'))
+    args.gt_size = SMOKE_GT_SIZE if smoke else GT_SIZE
+    video_set = SMOKE_SET if smoke and not args.data else BENCH_SET
+    data = osp.abspath(args.data or (osp.join(args.work, 'data_smoke') if smoke else
+                                     osp.join(ROOT, 'datasets', 'video_opencv')))
+    out = args.out or (osp.join(args.work, 'video_bench.md') if smoke else osp.join(ROOT, 'bench', 'video_bench.md'))
+    if not args.data:
+        make_video_demo(data, **video_set)  # kept when it is already there
+    with open(osp.join(data, 'clips.json'), encoding='utf-8') as f:
+        clips_meta = json.load(f)
+
+    results = {}
+    for row in args.rows:
+        seeds = args.seeds if ROWS[row][3] else args.seeds[:1]
+        results[row] = [run_row(row, seed, data, clips_meta['args'], args) for seed in seeds]
+        print(row, [round(r['psnr']['mean'], 3) for r in results[row]], flush=True)
+
+    png = osp.splitext(out)[0] + '.png'
+    frame = picture(results, data, args.work, png)
+    clips = sorted(clips_meta['test'])
+    sources = {}
+    for key in clips_meta['train']:
+        sources[key.split('/')[0]] = sources.get(key.split('/')[0], 0) + 1
+    command = 'python bench/video_bench.py' + ' '.join(
+        [''] + (['--smoke'] if smoke else []) + [f'--rows {" ".join(args.rows)}', f'--iters {args.iters}',
+                                                 f'--batch {args.batch}', f'--seeds {" ".join(map(str, args.seeds))}'])
+    lines = [
+        '# Video benchmark: MSFFN (×4) and DKSAN (×16) on held-out clips', '',
+        f'Command: `{command}`; {time.strftime("%Y-%m-%d")}; {device_name(torch.device("cpu"))}, '
+        f'OMP_NUM_THREADS={os.environ.get("OMP_NUM_THREADS", "unset")}.', '',
+        f'Data: `{osp.relpath(data, ROOT)}` ({json.dumps(clips_meta["args"])}); training septuplets by source: '
+        + ', '.join(f'{k} {v}' for k, v in sources.items()) + '; held-out clips: '
+        + ', '.join(f'{c} ({clips_meta["test"][c]["source"]})' for c in clips) + '.', '',
+        f'Budget per trained row: {args.iters} iterations, batch {args.batch}, GT patches '
+        + ', '.join(f'{g}² at ×{s}' for s, g in args.gt_size.items())
+        + ', Adam 4e-4 with cosine decay, Charbonnier loss (the training settings of '
+        + ' and '.join(f'`options/{f}`' for f in BASE_OPTIONS.values()) + f'); seeds {args.seeds} (PSNR ± half '
+        'the range over the seeds). Test: `VideoTestDataset` (each row\'s own frame window, reflection_circle '
+        'padding), PSNR / SSIM on Y without a border crop, averaged per clip then over the clips.', '']
+    for scale, title in ((4, 'MSFFN ×4'), (16, 'DKSAN ×16')):
+        if any(ROWS[row][0] == scale for row in results):
+            lines += [f'## {title}', ''] + scale_table(scale, results, clips) + ['']
+    lines += ['## The papers\' claims and the issue\'s targets', '',
+              'PSNR-Y of one row minus another; **yes** when the difference clears the margin by more than the '
+              'spread (the sum of both rows\' half-ranges over the seeds), **within spread** when only the spread '
+              'reaches it, **no** otherwise.', ''] + (check_lines(results) or ['- (no pair ran)'])
+    if osp.isfile(png):
+        lines += ['', f'Held-out frame ({frame}): `{osp.basename(png)}`', '', f'![held-out frame]({osp.basename(png)})']
+    with open(out, 'w', encoding='utf-8') as f:
+        f.write('\n'.join(lines) + '\n')
+    print('\n'.join(lines))
+
+
+if __name__ == '__main__':
+    main()
