@@ -43,7 +43,7 @@ ROBUST_ROOT = osp.join('datasets', 'sdan_robust')
 #: The robustness trees: name → make_demo's camera options; the held-out photographs once each, shots 768 px wide.
 ROBUST_TREES = {
     **{f'noise_{level}': dict(noise=level) for level in cam.NOISE_LEVELS},
-    **{name.split()[-2].lower() + '_' + name.split()[-1].lower(): dict(camera_matrix=name)
+    **{name.lower().replace('canon eos ', 'canon_').replace(' ', '_'): dict(camera_matrix=name)
        for name in cam.HELD_OUT_XYZ_TO_CAM},
 }
 
@@ -69,7 +69,9 @@ def run_test(opt: str, name: str, dataroot: str, weights: str = None) -> None:
     if weights is not None:
         force.append(f'path:pretrain_network_g={weights}')
     cmd = [sys.executable, osp.join(ROOT, 'sdan_basicsr', 'test.py'), '-opt', opt, '--force_yml', *force]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f'{" ".join(cmd)} failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}')
 
 
 def colour_errors(experiment: str, dataroot: str) -> dict:
