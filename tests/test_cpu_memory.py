@@ -48,3 +48,34 @@ def test_env_turns_it_off():
     huge_pages_always = os.path.exists(thp) and '[always]' in open(thp).read()
     if not huge_pages_always:  # glibc's default: every map comes back from the kernel, one fault per 4 KiB page
         assert faults > PAGES // 2
+
+
+#: 256 MiB freed in the kept heap stays resident until release_free_memory(); allocated in outside_heap(), it goes
+#: back on free. Resident bytes: kept after the free, given back by the free of the outside one, given back by trim.
+CHILD_HEAP = """
+import torch
+from sdan_basicsr.utils.cpu_memory import outside_heap, release_free_memory, retain_freed_memory
+def rss():
+    return int(open('/proc/self/statm').read().split()[1]) * 4096
+assert retain_freed_memory()
+start = rss()
+a = torch.ones(2**26)
+del a
+kept = rss() - start
+with outside_heap():
+    b = torch.ones(2**26)
+before = rss()
+del b
+given = before - rss()
+before = rss()
+release_free_memory()
+print(kept, given, before - rss())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='glibc malloc')
+def test_outside_heap_and_release():
+    env = dict(os.environ, **{ENV: '1'})
+    out = subprocess.run([sys.executable, '-c', CHILD_HEAP], env=env, capture_output=True, text=True, check=True)
+    kept, given, trimmed = (int(v) for v in out.stdout.split())
+    assert kept > 200 * 2**20 and given > 200 * 2**20 and trimmed > 200 * 2**20, (kept, given, trimmed)

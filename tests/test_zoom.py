@@ -1,6 +1,7 @@
 """Tests of exact tiled SDAN inference and of the ``sdan-zoom`` command on small DNG files written here."""
 import os
 import os.path as osp
+import re
 
 import cv2
 import numpy as np
@@ -54,6 +55,19 @@ def test_tiled_equals_untiled(kwargs):
         assert a.shape == b.shape, name
         err = ((a - b).abs().max() / a.abs().max().clamp_min(1e-12)).item()
         assert err <= 1e-4, f'{name}: relative error {err:.2e}'
+
+
+def test_tiled_on_disk_by_thin_tail_strips(tmp_path):
+    """CPA2's input kept in a temporary file, the tail by strips of 3 rows and only Θ assembled: the same result,
+    and no file left."""
+    net = _random_offsets_net(image_skip=True)
+    x, ref = torch.rand(1, 1, 54, 77), torch.rand(1, 3, 54, 77)
+    full = tiled_forward(net, x, ref, tile=16)
+    lean = tiled_forward(net, x, ref, tile=16, keep=('offset', ), spill_dir=str(tmp_path), tail_rows=3)
+    assert lean.aligned is None and lean.mask is None
+    torch.testing.assert_close(lean.sr, full.sr, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(lean.offset, full.offset, rtol=1e-5, atol=1e-5)
+    assert os.listdir(tmp_path) == []
 
 
 def test_tiled_rejects_per_tap():
@@ -554,3 +568,52 @@ def test_parse_size_refuses_junk(capsys):
     with pytest.raises(SystemExit):
         zoom.main(['x.ARW', '--weights', 'w.pth', '--max-memory', 'lots'])
     assert "argument --max-memory: not a size: 'lots'" in capsys.readouterr().err
+
+
+#: The zoom child of test_max_memory_bounds_the_peak: its budget is its own resident memory before the zoom plus
+#: argv[1] bytes; it runs sdan-zoom with argv[2:] and that --max-memory.
+_BOUNDED_ZOOM = '''
+import sys
+from sdan_basicsr.tools import zoom
+from sdan_basicsr.utils import zoom_memory
+budget = zoom_memory.process_base() + int(sys.argv[1])
+print('budget', budget, flush=True)
+zoom.main(sys.argv[2:] + ['--max-memory', str(budget)])
+'''
+#: Runs its arguments as a child and prints the child's peak resident memory in bytes (RUSAGE_CHILDREN of a process
+#: with that one child).
+_PEAK_OF_CHILD = '''
+import resource, subprocess, sys
+done = subprocess.run(sys.argv[1:])
+print('peak', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024, done.returncode)
+'''
+
+
+def test_max_memory_bounds_the_peak(tmp_path):
+    """A 512x768 mosaic (a 6-MP output) with a --max-memory that the whole-image tile would exceed: the tile chosen is
+    smaller, and the zoom's peak resident memory, measured in a subprocess, stays inside it."""
+    import subprocess
+    import sys
+
+    from sdan_basicsr.utils import zoom_memory
+    size = (512, 768)
+    net = SDAN(num_feat=16, num_block=2)
+    weights = str(tmp_path / 'sdan16.pth')
+    torch.save({'params': net.state_dict()}, weights)
+    counts = (600 + np.random.default_rng(0).random(size) * 3000).astype(np.uint16)
+    raw = str(tmp_path / 'mid.dng')
+    raw_utils.write_dng(raw, counts)
+    extra = zoom_memory.expected_peak(net, size, 192, 'fp32', base=0)
+    assert zoom_memory.expected_peak(net, size, 768, 'fp32', base=0) > extra  # the whole image would not fit
+    zoom_cmd = [sys.executable, '-c', _BOUNDED_ZOOM, str(extra), raw, '--weights', weights, '-o',
+                str(tmp_path / 'mid.png'), '--precision', 'fp32', '--no-progress']
+    done = subprocess.run([sys.executable, '-c', _PEAK_OF_CHILD, *zoom_cmd], capture_output=True, text=True,
+                          timeout=600)
+    lines = done.stdout.split('\n')
+    budget = int(next(line for line in lines if line.startswith('budget')).split()[1])
+    peak, returncode = (int(v) for v in next(line for line in lines if line.startswith('peak')).split()[1:])
+    assert returncode == 0, done.stderr
+    tile = int(re.search(r'tile (\d+), expected peak', done.stdout).group(1))
+    assert 192 <= tile < 768
+    assert peak <= budget, f'peak {peak / 2**30:.3f} GiB > --max-memory {budget / 2**30:.3f} GiB'
+    assert cv2.imread(str(tmp_path / 'mid.png')).shape == (4 * size[0], 4 * size[1], 3)

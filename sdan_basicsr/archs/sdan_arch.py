@@ -449,9 +449,10 @@ class SDAN(nn.Module):
             return x
         return x.float().clamp(min=0).pow(1 / self.in_gamma).to(x.dtype)
 
-    def tail(self, feat: torch.Tensor) -> torch.Tensor:
-        """X~ = conv_last(upsample(feat)); by strips of ``tail_chunk`` rows when no gradient is recorded."""
-        rows = self.tail_chunk
+    def tail(self, feat: torch.Tensor, rows: Optional[int] = None) -> torch.Tensor:
+        """X~ = conv_last(upsample(feat)); by strips of ``rows`` rows (default: ``tail_chunk``) when no gradient is
+        recorded."""
+        rows = self.tail_chunk if rows is None else rows
         if torch.is_grad_enabled() or not rows or feat.shape[2] <= rows:
             return self.conv_last(self.upsample(feat))
         s, (n, _, h, w) = self.upscale, feat.shape

@@ -7,7 +7,7 @@ them; :func:`orient` turns them upright with the file's orientation (LibRaw's ``
 import datetime
 import os
 import os.path as osp
-from struct import error as struct_error
+from fractions import Fraction
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -481,14 +481,14 @@ def orient_offsets(offset: np.ndarray, flip: int) -> np.ndarray:
 
 
 def _read_ifd(fp, head: bytes, offset: int, group: Optional[int] = None) -> Dict[int, Any]:
-    """The tags of the IFD at ``offset`` of a TIFF-structured file (Pillow's reader), {} where it is unreadable."""
+    """The tags of the IFD at ``offset`` of a TIFF-structured file (Pillow's reader), {} where it cannot be read."""
     ifd = TiffImagePlugin.ImageFileDirectory_v2(head, group=group)
     try:
         fp.seek(offset)
         ifd.load(fp)
-    except (OSError, SyntaxError, ValueError, struct_error):
+        return dict(ifd)
+    except Exception:  # metadata is kept where it can be read: an odd IFD must not fail the zoom
         return {}
-    return dict(ifd)
 
 
 def read_photo_exif(raw: 'rawpy.RawPy', path: str) -> Image.Exif:
@@ -537,7 +537,8 @@ def _libraw_photo_tags(raw: 'rawpy.RawPy') -> Dict[int, Any]:
     other, lens = raw.other, raw.lens
     tags: Dict[int, Any] = {}
     if other.shutter_speed > 0:
-        tags[Base.ExposureTime] = TiffImagePlugin.IFDRational(other.shutter_speed).limit_rational(1000000)
+        tags[Base.ExposureTime] = TiffImagePlugin.IFDRational(*Fraction(other.shutter_speed).limit_denominator(10**6)
+                                                              .as_integer_ratio())
     if other.aperture > 0:
         tags[Base.FNumber] = TiffImagePlugin.IFDRational(round(other.aperture * 10), 10)
     if other.iso_speed > 0:

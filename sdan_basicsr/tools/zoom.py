@@ -1,6 +1,6 @@
 """Zoom camera RAW photos ×4 with a trained SDAN at full resolution, with exact tiling, in bounded memory.
 
-Usage: ``sdan-zoom RAW|FOLDER [RAW|FOLDER ...] --weights net_g.pth [-o OUT.png|OUT_FOLDER] [--opt test.yml]
+Usage: ``sdan-zoom RAW|FOLDER [RAW|FOLDER ...] [--weights net_g.pth] [-o OUT.png|OUT_FOLDER] [--opt test.yml]
 [--ref SHOT.JPG] [--bits 8|16] [--format png|tif] [--overwrite] [--max-memory 8G] [--tile N] [--device cpu|cuda]
 [--precision auto|fp32|bf16|fp16] [--no-match-color] [--save-offsets]`` (or ``python -m sdan_basicsr.tools.zoom``).
 
@@ -34,11 +34,12 @@ from sdan_basicsr.data import raw_utils
 from sdan_basicsr.data.color import apply_color_transform, fit_color_transform
 from sdan_basicsr.data.raw_utils import apply_white_balance
 from sdan_basicsr.utils import zoom_memory
-from sdan_basicsr.utils.cpu_memory import retain_freed_memory
+from sdan_basicsr.utils.cpu_memory import outside_heap, retain_freed_memory
 from sdan_basicsr.utils.disk_array import DiskArray
 from sdan_basicsr.utils.image_writer import srgb_profile, write_image
 from sdan_basicsr.utils.precision import PRECISIONS, auto_precision, autocast
 from sdan_basicsr.utils.tiled_sdan import tiled_forward
+from sdan_basicsr.weights import SHIPPED_WEIGHTS, network_options
 
 #: Output formats by extension.
 OUTPUT_EXTENSIONS = ('.png', '.tif', '.tiff')
@@ -213,6 +214,9 @@ def build_network(weights: str, opt: Optional[str] = None, param_key: Optional[s
     """
     state_dict = load_state_dict(weights, param_key)
     inferred = infer_sdan_options(state_dict, weights)
+    stored = network_options(weights)  # shipped weights carry their network_g (image_skip leaves no weight)
+    if stored is not None:
+        inferred = {k: v for k, v in stored.items() if k != 'type'}
     net_opt = inferred
     if opt is not None:
         net_opt = _network_options(opt)
@@ -231,8 +235,13 @@ def build_network(weights: str, opt: Optional[str] = None, param_key: Optional[s
 
 def load_network(args: argparse.Namespace) -> SDAN:
     """The network of the command line: ``--weights`` (with ``--opt``, ``--param-key``), built by
-    :func:`build_network`."""
-    return build_network(args.weights, args.opt, args.param_key)
+    :func:`build_network`; without ``--weights`` the shipped SDAN (:data:`~sdan_basicsr.weights.SHIPPED_WEIGHTS`).
+    Prints the path of the weights it uses."""
+    weights = args.weights or SHIPPED_WEIGHTS
+    if not osp.isfile(weights):
+        raise ZoomError(f'weights not found: {weights}')
+    print(f'weights: {weights}', flush=True)
+    return build_network(weights, args.opt, args.param_key)
 
 
 # ---------------------------------------------------------------- inputs
@@ -363,18 +372,33 @@ def _side_paths(output: str) -> Tuple[str, str]:
     return f'{stem}_offsets.png', f'{stem}_mask.png'
 
 
+def _serialisable(tag: int, value: Any, ifd: Optional[int] = None) -> bool:
+    """Whether Pillow writes ``value`` as ``tag`` (of IFD0, or of the sub-IFD ``ifd``): a RAW file's odd value is left
+    out rather than failing the write after the zoom."""
+    probe = Image.Exif()
+    if ifd is None:
+        probe[tag] = value
+    else:
+        probe.get_ifd(ifd)[tag] = value
+    try:
+        probe.tobytes()
+    except Exception:  # Pillow raises many types for a value it cannot pack
+        return False
+    return True
+
+
 def output_exif(exif: Image.Exif, size: Tuple[int, int]) -> Image.Exif:
-    """The EXIF of a zoomed image of ``size`` (h, w): the RAW file's, upright (Orientation 1), in sRGB, its pixel
-    dimensions updated, ``sdan-zoom`` as the software."""
+    """The EXIF of a zoomed image of ``size`` (h, w): the RAW file's (what Pillow can write of it), upright
+    (Orientation 1), in sRGB, its pixel dimensions updated, ``sdan-zoom`` as the software."""
     out = Image.Exif()
-    out.update(exif)
+    out.update({tag: v for tag, v in exif.items() if _serialisable(tag, v)})
     out[raw_utils.ORIENTATION_TAG] = 1
     out[305] = SOFTWARE
-    out.get_ifd(raw_utils.EXIF_IFD_TAG).update(exif.get_ifd(raw_utils.EXIF_IFD_TAG))
+    for ifd in (raw_utils.EXIF_IFD_TAG, raw_utils.GPS_IFD_TAG):
+        tags = {tag: v for tag, v in exif.get_ifd(ifd).items() if _serialisable(tag, v, ifd)}
+        if tags:
+            out.get_ifd(ifd).update(tags)
     out.get_ifd(raw_utils.EXIF_IFD_TAG).update({40961: EXIF_SRGB, 40962: size[1], 40963: size[0]})
-    gps = exif.get_ifd(raw_utils.GPS_IFD_TAG)
-    if gps:
-        out.get_ifd(raw_utils.GPS_IFD_TAG).update(gps)
     return out
 
 
@@ -437,7 +461,7 @@ def zoom(raw: str,
 
     Returns:
         dict: ``seconds``, ``peak_rss_gib`` (the process's so far), ``size`` (upright output h, w), ``tile``,
-        ``spill``, ``expected_peak_gib`` (None unless the tile was planned on a CPU), ``flip``, ``offset_scale``
+        ``spill``, ``expected_peak_gib`` (on a CPU; else None), ``flip``, ``offset_scale``
         (or None), ``precision`` (the one that ran), ``color_transform`` ((3, 4) list, or None) and ``outputs``.
     """
     start = time.time()
@@ -461,18 +485,22 @@ def zoom(raw: str,
     temps = [_temp_path(p) for p in outputs]
     folder = osp.dirname(osp.abspath(output))
     try:
-        x, x_rgb, wb, flip, exif = read_inputs(raw, net.in_format, ref)
+        with outside_heap():  # the whole image's arrays, and LibRaw's, are no part of the tiles' kept heap
+            x, x_rgb, wb, flip, exif = read_inputs(raw, net.in_format, ref)
         h, w = x.shape[2:]
         expected = None
         if tile is None and on_cpu:
             budget = zoom_memory.default_budget() if max_memory is None else max_memory
             tile, planned_spill, expected = zoom_memory.plan(net, (h, w), precision, budget, save_offsets)
-            spill = planned_spill if spill is None else spill
             if not tile:
                 raise ZoomError(f'zooming {raw} ({w}x{h}) needs about {expected / 2**30:.1f} GiB even in the '
                                 f'smallest tile, more than the {budget / 2**30:.1f} GiB of --max-memory')
+            spill = planned_spill if spill is None else spill
             log(f'{raw}: tile {tile}, expected peak {expected / 2**30:.2f} GiB of {budget / 2**30:.2f} GiB'
                 + (" (CPA2's input on disk)" if spill else ''))
+        elif on_cpu:
+            expected = zoom_memory.expected_peak(net, (h, w), tile, precision, bool(spill), save_offsets)
+            log(f'{raw}: tile {tile or "none (untiled)"}, expected peak {expected / 2**30:.2f} GiB')
         elif tile is None:
             tile = 512
         spill = bool(spill) and bool(tile)
@@ -481,7 +509,8 @@ def zoom(raw: str,
         upright = stored[::-1] if flip & 4 else stored
         top, dtype = 2**bits - 1, np.dtype(np.uint8 if bits == 8 else np.uint16)
         reference = x_rgb[0].permute(1, 2, 0).numpy()  # the colour target, on the network's input grid
-        averaged = np.empty_like(reference) if match_color else None
+        with outside_heap():
+            averaged = np.empty_like(reference) if match_color else None
         net = net.to(device, memory_format=torch.channels_last if on_cpu else torch.preserve_format)
         x, x_rgb, wb_t = x.to(device), x_rgb.to(device), torch.from_numpy(wb).to(device).view(1, 4)
         # float16 keeps 11 bits: enough for an 8-bit result whose colours are matched later
@@ -504,16 +533,18 @@ def zoom(raw: str,
                 if tile:
                     result = tiled_forward(net, x, x_rgb, tile, progress=progress, sr_sink=paste,
                                            keep=('mask', 'offset') if save_offsets else (),
-                                           spill_dir=folder if spill else None)
+                                           spill_dir=folder if spill else None, tail_rows=zoom_memory.TAIL_ROWS)
                 else:
                     with torch.no_grad():
                         result = net(x, x_rgb)
                     paste(0, 0, result.sr)
+                    result = result._replace(sr=None)
             del x, x_rgb
             transform = finish = None
             if match_color:
-                transform = fit_color_transform(averaged, reference)
-                del averaged
+                with outside_heap():  # the fit's copies of the whole image
+                    transform = fit_color_transform(averaged, reference)
+                del averaged, reference
                 gains = raw_utils.display_gains(wb)
 
                 def finish(block: np.ndarray) -> np.ndarray:
@@ -623,7 +654,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument('inputs', nargs='+', metavar='RAW',
                         help='RAW files (ARW, NEF, CR2, CR3, DNG, RAF, RW2, ORF, ...: any 2x2 Bayer mosaic LibRaw '
                         'reads) or folders of them')
-    parser.add_argument('--weights', required=True, help='net_g_*.pth saved by sdan_basicsr/train.py')
+    parser.add_argument('--weights', default=None,
+                        help='net_g_*.pth saved by sdan_basicsr/train.py (default: the shipped SDAN, '
+                        'sdan_basicsr/weights/sdan_x4_bayer.pth)')
     parser.add_argument('--opt', help='options YAML whose network_g describes the network (default: inferred '
                         'from the weights)')
     parser.add_argument('--param-key', help='checkpoint key (default: params_ema if present, else params)')
@@ -661,6 +694,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> None:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.tile is not None and args.tile < 0:
+        parser.error(f'--tile must be 0 (untiled) or positive, got {args.tile}')
     ext = FORMATS[args.format or DEFAULT_FORMAT[args.bits]]
     try:
         net = load_network(args)

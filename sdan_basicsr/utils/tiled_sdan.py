@@ -23,6 +23,7 @@ from sdan_basicsr.archs.sdan_arch import (
     pad_to_multiple,
 )
 from sdan_basicsr.ops.mixed_precision import run_in_float32
+from sdan_basicsr.utils.cpu_memory import outside_heap, release_free_memory
 from sdan_basicsr.utils.disk_array import DiskArray
 
 #: A box (y0, y1, x0, x1) on the padded input grid, end exclusive.
@@ -140,7 +141,8 @@ class _FeatureStore:
         """Store ``feat`` (N, C, box h, box w) on ``box``."""
         if self.folder is None:
             if self.tensor is None:
-                self.tensor = feat.new_empty(*feat.shape[:2], *self.size)
+                with outside_heap():  # lives through passes 2 and 3: it must not pin the heap of the tiles' maps
+                    self.tensor = feat.new_empty(*feat.shape[:2], *self.size)
             self.tensor[..., box[0]:box[1], box[2]:box[3]] = feat
             return
         if not self.disk:
@@ -167,8 +169,10 @@ class _FeatureStore:
 class _TiledSDAN:
     """The passes of :func:`tiled_forward` over one padded image."""
 
-    def __init__(self, net: SDAN, x: torch.Tensor, ref: torch.Tensor, spill_dir: Optional[str] = None):
+    def __init__(self, net: SDAN, x: torch.Tensor, ref: torch.Tensor, spill_dir: Optional[str] = None,
+                 tail_rows: Optional[int] = None):
         self.net = net
+        self.tail_rows = tail_rows
         self.align = net.align
         self.x = x
         self.ref = ref
@@ -258,7 +262,7 @@ class _TiledSDAN:
         aligned = run_in_float32(net.conv_aligned, aligned_feat)
         feat = net.conv_body(net.body(aligned_feat)) + aligned_feat
         del aligned_feat
-        sr = net.tail(feat)  # by strips of tail_chunk rows: the tail's 4C-channel maps of one strip at a time
+        sr = net.tail(feat, self.tail_rows)  # by strips: the tail's 4C-channel maps of one strip at a time
         if net.image_skip:  # bilinear ×s reads one pixel around: inside the halo
             sr = sr + F.interpolate(aligned, scale_factor=net.upscale, mode='bilinear', align_corners=False)
         return _crop(sr, grown, box, net.upscale), _crop(aligned, grown, box), _crop(theta, grown, box)
@@ -285,11 +289,13 @@ def tiled_forward(net: SDAN,
                   progress: bool = False,
                   sr_sink: Optional[SrSink] = None,
                   keep: Sequence[str] = LOW_RES_OUTPUTS,
-                  spill_dir: Optional[str] = None) -> SDANOutput:
+                  spill_dir: Optional[str] = None,
+                  tail_rows: Optional[int] = None) -> SDANOutput:
     """``net(x, ref)`` computed tile by tile, exactly (to float rounding), with memory set by ``tile``.
 
     The input is padded as :meth:`SDAN.forward` pads it, then three passes run over tiles of ``tile`` × ``tile``
-    input pixels aligned to CPA's 8×8 blocks:
+    input pixels aligned to CPA's 8×8 blocks (where freed memory is kept for reuse, the heap's free pages are given
+    back between passes, and the map kept between them is allocated outside the heap: ``cpu_memory``):
 
     1. per tile (plus the halo of two 3×3 convs): features up to CPA1's input; the tile's own packed columns add
        to E₁ = X Xᵀ of the whole image; A₁ = softmax(rowmax(E₁) − E₁) is formed once;
@@ -299,7 +305,7 @@ def tiled_forward(net: SDAN,
     3. per tile, grown by the receptive field of the body and tail: Θ from the kept CPA2 input (A₂, the offset
        head), then the squared deformable conv reads F^X as far as the tile's largest |Θ| reaches (the halo is
        measured at run time, so any offset stays exact), then X', the body and the tail (by strips of
-       ``tail_chunk`` rows); the tile's own part is pasted.
+       ``tail_rows`` rows); the tile's own part is pasted.
 
     RCAN's channel attention (``attention='ca'``) is handled the same way with the image mean as its statistic.
     Per-tap offsets (``offsets='per_tap'``, Table 2's DCN row) are not supported: run those untiled.
@@ -317,6 +323,9 @@ def tiled_forward(net: SDAN,
         spill_dir (str | None): Keep CPA2's input in an unnamed temporary file in this folder, not in memory
             (see :class:`~sdan_basicsr.utils.disk_array.DiskArray`); pass 3 reads each tile's window back.
             Default: None (in memory).
+        tail_rows (int | None): Rows of the tail's strips in pass 3 (its 2× and 4× maps across the tile's window are
+            the largest of a tile; fewer rows take less memory and recompute 2 rows each side of every strip).
+            Default: None (the network's ``tail_chunk``).
 
     Returns:
         SDANOutput: ``(sr, aligned, mask, offset)`` as ``net(x, ref)`` returns them, None for those not kept.
@@ -334,7 +343,7 @@ def tiled_forward(net: SDAN,
     tile = -(-tile // CPA_PACKING) * CPA_PACKING
     n, _, h, w = x.shape
     run = _TiledSDAN(net, pad_to_multiple(net.encode_input(x), CPA_PACKING), pad_to_multiple(ref, CPA_PACKING),
-                     spill_dir)
+                     spill_dir, tail_rows)
     tiles = _tiles(run.size, tile)
     # leave=None: the bar stays when it is the only one, and goes when it is nested in a bar over files
     bar = tqdm(total=3 * len(tiles), unit='tile', disable=not progress, leave=None)
@@ -345,6 +354,7 @@ def tiled_forward(net: SDAN,
                 run.statistics(stage, box)
                 bar.update()
             run.att[stage - 1].finalize(run.size[0] * run.size[1], x.dtype)
+            release_free_memory()  # the next pass allocates blocks of other sizes
 
         s = net.upscale
         sr = None if sr_sink is not None else x.new_empty(n, net.conv_last.out_channels, s * h, s * w)

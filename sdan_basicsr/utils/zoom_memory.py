@@ -35,6 +35,10 @@ DEFAULT_SHARE = 0.7
 #: larger tile saves little time).
 TILE_STEP = 64
 MAX_TILE = 1024
+#: Rows of the tail's strips in pass 3 (``tiled_forward``'s ``tail_rows``): the tail's 2× and 4× maps across a tile's
+#: window are a tile's largest (measured, a 1024-wide strip in fp32: 1.8 GiB at 128 rows, 0.9 at 64, 0.45 at 32); 64
+#: rows halve them for 4 rows recomputed in 64, which took no measurable time.
+TAIL_ROWS = 64
 #: Pixels a tile's window reaches beyond the tile on each side in pass 3, besides the body's receptive field: the
 #: deformable convolution's reach (|Θ| of a trained network is a few pixels) and CPA's 8-pixel rounding.
 EXTRA_HALO = 16
@@ -60,8 +64,8 @@ def terms(net: SDAN, size: Tuple[int, int], tile: int, precision: str, spill: bo
 
     Exactly: CPA2's input (C × P × feature bytes) unless ``spill``, Θ and M' with ``save_offsets`` (12 bytes a pixel).
     Fitted: ``process`` (1), ``mosaic`` (P), ``window_features`` (G² · C · 4), ``window_output`` (G² · s²), ``tail``
-    (G · C · 4 · s², the tail's strips across the window), with G the side of a tile's window in pass 3 (the tile
-    and :func:`halo` on both sides, at most the image's side).
+    ((:data:`TAIL_ROWS` + 4) · G · C · 4 · s², the tail's strips across the window), with G the side of a tile's
+    window in pass 3 (the tile and :func:`halo` on both sides, at most the image's side).
 
     Args:
         net (SDAN): The network.
@@ -86,7 +90,8 @@ def terms(net: SDAN, size: Tuple[int, int], tile: int, precision: str, spill: bo
     # a tile's maps are counted at 4 bytes in every precision: on a CPU autocast adds casts and float32 stages
     # (measured: bf16 takes no less than fp32 there)
     return exact, dict(process=1., mosaic=float(pixels), window_features=float(side_h * side_w * channels * 4),
-                       window_output=float(side_h * side_w * scale**2), tail=float(side_w * channels * 4 * scale**2))
+                       window_output=float(side_h * side_w * scale**2),
+                       tail=float((TAIL_ROWS + 4) * side_w * channels * 4 * scale**2))
 
 
 def halo(net: SDAN) -> int:

