@@ -543,18 +543,21 @@ def test_opt_accepts_float32_options(tmp_path, capsys):
 
 def test_memory_plan_takes_the_largest_tile_that_fits():
     """The expected peak grows with the tile and with CPA2's input in memory; the plan takes the largest tile within
-    the budget, in memory unless a larger tile fits with it on disk, and none below the smallest tile's peak."""
+    the budget, CPA2's input in memory unless a larger tile fits with it on disk or it is over SPILL_BYTES, and
+    none below the smallest tile's peak."""
     from sdan_basicsr.utils import zoom_memory as zm
-    net, size, base = SDAN(), (4000, 6000), 2**30
-    peak = lambda tile, spill: zm.expected_peak(net, size, tile, 'bf16', spill, base=base)  # noqa: E731
+    net, base = SDAN(), 2**30
+    peak = lambda size, tile, spill: zm.expected_peak(net, size, tile, 'bf16', spill, base=base)  # noqa: E731
+    mp24, mp2 = (4000, 6000), (1000, 1500)  # CPA2's input: 64 bf16 channels, 2.9 GiB and 0.18 GiB
     tiles = range(zm.TILE_STEP, zm.MAX_TILE + 1, zm.TILE_STEP)
-    assert all(peak(a, False) < peak(b, False) for a, b in zip(tiles, tiles[1:]))
-    assert peak(512, True) + 64 * 2 * 4000 * 6000 == peak(512, False)  # CPA2's input: 64 bf16 channels
-    assert zm.plan(net, size, 'bf16', 2**40, base=base) == (zm.MAX_TILE, False, peak(zm.MAX_TILE, False))
-    assert zm.plan(net, size, 'bf16', peak(512, True), base=base) == (512, True, peak(512, True))
-    assert zm.plan(net, size, 'bf16', peak(512, False), base=base).tile >= 512
+    assert all(peak(mp24, a, False) < peak(mp24, b, False) for a, b in zip(tiles, tiles[1:]))
+    assert peak(mp24, 512, True) + 64 * 2 * 4000 * 6000 == peak(mp24, 512, False)
+    assert zm.plan(net, mp24, 'bf16', 2**40, base=base) == (zm.MAX_TILE, True, peak(mp24, zm.MAX_TILE, True))
+    assert zm.plan(net, mp24, 'bf16', peak(mp24, 512, True), base=base) == (512, True, peak(mp24, 512, True))
+    assert zm.plan(net, mp2, 'bf16', 2**40, base=base) == (zm.MAX_TILE, False, peak(mp2, zm.MAX_TILE, False))
+    assert zm.plan(net, mp2, 'bf16', peak(mp2, 512, True), base=base) == (512, True, peak(mp2, 512, True))
     assert zm.plan(net, (300, 200), 'bf16', 2**40, base=base).tile == 320  # one tile covers the image
-    assert zm.plan(net, size, 'bf16', base, base=base).tile == 0
+    assert zm.plan(net, mp24, 'bf16', base, base=base).tile == 0
 
 
 @pytest.mark.parametrize('text, size', [('6G', 6 * 2**30), ('800M', 800 * 2**20), ('1.5gib', int(1.5 * 2**30)),

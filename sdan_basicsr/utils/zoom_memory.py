@@ -2,18 +2,24 @@
 
 A zoom's peak resident memory is modelled as
 
-    peak ≈ a + d · P + [C · P · bytes]  + b · G² · (C · bytes + e · s²) + f · G · C · bytes · s²
+    peak ≈ base + exit + [C·P·bytes] + margin · (a + d·P + b·G²·C·4 + e·G²·s² + f·(r + 4)·G·C·4·s²)
 
 with P the mosaic's pixels, C the network's feature channels, s its scale, ``bytes`` the size of a feature value in
-the precision that runs (2 in bf16/fp16, 4 in fp32) and G = tile + 2 · halo the side of a tile's window in pass 3.
-``a`` is the process (Python, PyTorch, the weights, the attention matrices); ``d · P`` the maps of the whole mosaic
-that stay in memory (the network's inputs, the reference, the output averaged for the colour fit, the reading of the
-RAW file before them); the bracket CPA2's input, kept for the whole image between the tiled passes unless it goes to
-disk; the last two terms one tile's working set (the feature maps of its window, the tail's strips across it). The
-zoomed image itself is not in memory: it goes to a temporary file tile by tile and is encoded from there by strips.
-The constants were fitted on measured runs (``bench/zoom_memory.py``: peak RSS of each run in a fresh process, with
-freed memory kept for reuse as ``sdan-zoom`` keeps it), plus a margin; :func:`plan` picks the largest tile whose
-expected peak fits the budget.
+the precision that runs, G the side of a tile's window in pass 3 (the tile and its halo, at most the image) and r the
+rows of the tail's strips (:data:`TAIL_ROWS`). ``base`` is the process before the zoom (Python, PyTorch, the
+weights: 1.0 GiB with PyTorch's CUDA build), measured, and ``exit`` what Python's teardown adds; the bracket is CPA2's
+input, kept for the whole image between the tiled passes unless it goes to disk; ``d · P`` the whole mosaic's arrays
+(the network's inputs, the reference, the output averaged for the colour fit, the RAW file's reading and the fit's
+copies); the last three one tile's working set (its window's feature maps, its output at s², the tail's strips
+across it). The zoomed image itself never is in memory: tiles go to a temporary file and are encoded from there by
+strips.
+
+The constants were fitted (non-negative least squares) on the peaks of real zooms, each in a fresh process with freed
+memory kept for reuse as ``sdan-zoom`` keeps it (``bench/zoom_memory.py --fit``), and the margin covers the largest
+measured / fitted ratio and the spread between runs: the kept heap fragments, and the same zoom's peak moved by ±9 %.
+bf16 and fp16 are counted as fp32 but for CPA2's input: on a CPU autocast adds casts and float32 stages, and without
+native bf16 it takes 2.5 times fp32's memory (``bench/zoom_memory.py``'s notes), which ``auto`` never picks.
+:func:`plan` picks the largest tile whose expected peak fits the budget.
 """
 import os
 import re
@@ -25,10 +31,18 @@ from typing import Dict, NamedTuple, Optional, Tuple
 from sdan_basicsr.archs.sdan_arch import CPA_PACKING, SDAN
 from sdan_basicsr.utils.tiled_sdan import tail_halo
 
-#: Fitted coefficients (bytes per unit) of the terms of :func:`terms` (``bench/zoom_memory.py --fit``).
-COEFFICIENTS = {'process': 0.1 * 2**30, 'mosaic': 64., 'window_features': 10., 'window_output': 40., 'tail': 90.}
-#: The fitted part of the model is multiplied by this (the largest measured / fitted ratio, rounded up).
-MARGIN = 1.1
+#: Fitted coefficients (bytes per unit) of the terms of :func:`terms`: ``bench/zoom_memory.py --fit`` on its grid of
+#: fp32 runs (2-core AMD EPYC, 2026-12-05; 0.2-6.3 MP mosaics, 8 to 64 feature channels, tiles 128-1024).
+COEFFICIENTS = {'process': 43.9e6, 'mosaic': 55.19, 'window_features': 6.772, 'window_output': 6.72, 'tail': 5.034}
+#: The fitted part of the model is multiplied by this: the largest measured / fitted ratio of the grid was 1.297, and
+#: one configuration measured three times spread by ±9 %.
+MARGIN = 1.35
+#: What the process's peak grows by after the zoom, as its parent sees it (``RUSAGE_CHILDREN``): Python's teardown at
+#: exit touched 0.03-0.12 GiB more in the runs measured.
+EXIT_BYTES = int(0.15 * 2**30)
+#: CPA2's input goes to disk beyond this size even when it would fit in memory: writing it and reading it back (3 GiB
+#: for a 24-MP mosaic in bf16) costs a few seconds of a zoom of minutes, and keeps the peak where the tile sets it.
+SPILL_BYTES = 2**30
 #: Share of the memory available at start that the default budget takes.
 DEFAULT_SHARE = 0.7
 #: Tiles tried, in input pixels: multiples of this step up to the largest (beyond it the halo costs < 15 % and a
@@ -36,7 +50,7 @@ DEFAULT_SHARE = 0.7
 TILE_STEP = 64
 MAX_TILE = 1024
 #: Rows of the tail's strips in pass 3 (``tiled_forward``'s ``tail_rows``): the tail's 2× and 4× maps across a tile's
-#: window are a tile's largest (measured, a 1024-wide strip in fp32: 1.8 GiB at 128 rows, 0.9 at 64, 0.45 at 32); 64
+#: window are a tile's largest (measured, a 1024-wide strip in fp32: 1.3-1.8 GiB at 128 rows, 0.9 at 64, 0.5 at 32); 64
 #: rows halve them for 4 rows recomputed in 64, which took no measurable time.
 TAIL_ROWS = 64
 #: Pixels a tile's window reaches beyond the tile on each side in pass 3, besides the body's receptive field: the
@@ -103,7 +117,7 @@ def halo(net: SDAN) -> int:
 def expected_peak(net: SDAN, size: Tuple[int, int], tile: int, precision: str, spill: bool = False,
                   save_offsets: bool = False, base: Optional[int] = None) -> int:
     """The modelled peak resident memory (bytes) of zooming a mosaic of ``size`` (h, w) with ``net`` on a CPU:
-    ``base`` + the exact terms + :data:`MARGIN` × the fitted ones (:func:`terms`).
+    ``base`` + :data:`EXIT_BYTES` + the exact terms + :data:`MARGIN` × the fitted ones (:func:`terms`).
 
     Args:
         net, size, tile, precision, spill, save_offsets: As for :func:`terms`.
@@ -114,13 +128,13 @@ def expected_peak(net: SDAN, size: Tuple[int, int], tile: int, precision: str, s
     """
     exact, quantities = terms(net, size, tile, precision, spill, save_offsets)
     fitted = sum(COEFFICIENTS[k] * v for k, v in quantities.items())
-    return int((process_base() if base is None else base) + exact + MARGIN * fitted)
+    return int((process_base() if base is None else base) + EXIT_BYTES + exact + MARGIN * fitted)
 
 
 def plan(net: SDAN, size: Tuple[int, int], precision: str, budget: int, save_offsets: bool = False,
          base: Optional[int] = None) -> MemoryPlan:
     """The largest tile (multiple of :data:`TILE_STEP`, at most :data:`MAX_TILE`) whose expected peak fits ``budget``;
-    CPA2's input stays in memory unless a larger tile fits with it on disk.
+    CPA2's input goes to disk where a larger tile fits with it there, or where it is over :data:`SPILL_BYTES`.
 
     Args:
         net (SDAN): The network.
@@ -140,7 +154,8 @@ def plan(net: SDAN, size: Tuple[int, int], precision: str, budget: int, save_off
         fits = [t for t in range(TILE_STEP, largest + 1, TILE_STEP)
                 if expected_peak(net, size, t, precision, spill, save_offsets, base) <= budget]
         best[spill] = max(fits, default=0)
-    spill = best[True] > best[False]
+    large = terms(net, size, best[True], precision)[0] > SPILL_BYTES  # the exact term: CPA2's input in memory
+    spill = best[True] > best[False] or large
     tile = best[spill]
     return MemoryPlan(tile, spill or not tile,
                       expected_peak(net, size, tile or TILE_STEP, precision, spill or not tile, save_offsets, base))
