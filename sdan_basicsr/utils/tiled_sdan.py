@@ -136,6 +136,8 @@ class _FeatureStore:
         self.folder = folder
         self.tensor: Optional[torch.Tensor] = None
         self.disk: List[DiskArray] = []
+        self.dtype: Optional[torch.dtype] = None  # of the map on disk, and where it is read back to
+        self.device: Optional[torch.device] = None
 
     def put(self, box: Box, feat: torch.Tensor) -> None:
         """Store ``feat`` (N, C, box h, box w) on ``box``."""
@@ -295,7 +297,7 @@ def tiled_forward(net: SDAN,
 
     The input is padded as :meth:`SDAN.forward` pads it, then three passes run over tiles of ``tile`` × ``tile``
     input pixels aligned to CPA's 8×8 blocks (where freed memory is kept for reuse, the heap's free pages are given
-    back between passes, and the map kept between them is allocated outside the heap: ``cpu_memory``):
+    back between passes, and the whole image's maps are allocated outside the heap: ``cpu_memory``):
 
     1. per tile (plus the halo of two 3×3 convs): features up to CPA1's input; the tile's own packed columns add
        to E₁ = X Xᵀ of the whole image; A₁ = softmax(rowmax(E₁) − E₁) is formed once;
@@ -342,8 +344,9 @@ def tiled_forward(net: SDAN,
     net._check(x, ref)
     tile = -(-tile // CPA_PACKING) * CPA_PACKING
     n, _, h, w = x.shape
-    run = _TiledSDAN(net, pad_to_multiple(net.encode_input(x), CPA_PACKING), pad_to_multiple(ref, CPA_PACKING),
-                     spill_dir, tail_rows)
+    with outside_heap():  # the whole image's padded copies live through the passes
+        x_pad, ref_pad = pad_to_multiple(net.encode_input(x), CPA_PACKING), pad_to_multiple(ref, CPA_PACKING)
+    run = _TiledSDAN(net, x_pad, ref_pad, spill_dir, tail_rows)
     tiles = _tiles(run.size, tile)
     # leave=None: the bar stays when it is the only one, and goes when it is nested in a bar over files
     bar = tqdm(total=3 * len(tiles), unit='tile', disable=not progress, leave=None)
@@ -357,10 +360,11 @@ def tiled_forward(net: SDAN,
             release_free_memory()  # the next pass allocates blocks of other sizes
 
         s = net.upscale
-        sr = None if sr_sink is not None else x.new_empty(n, net.conv_last.out_channels, s * h, s * w)
-        aligned = x.new_empty(n, net.conv_aligned.out_channels, h, w) if 'aligned' in keep else None
-        offset = x.new_empty(n, net.align.num_offset_ch, h, w) if 'offset' in keep else None
-        mask = x.new_empty(n, 1, h, w) if 'mask' in keep else None
+        with outside_heap():
+            sr = None if sr_sink is not None else x.new_empty(n, net.conv_last.out_channels, s * h, s * w)
+            aligned = x.new_empty(n, net.conv_aligned.out_channels, h, w) if 'aligned' in keep else None
+            offset = x.new_empty(n, net.align.num_offset_ch, h, w) if 'offset' in keep else None
+            mask = x.new_empty(n, 1, h, w) if 'mask' in keep else None
         bar.set_description('SDAN pass 3/3 (tiles)')
         for box in tiles:
             if box[0] < h and box[2] < w:
