@@ -129,7 +129,7 @@ def demo_camera(exposure: float, shot: float, read_std: float) -> dict:
     """The demo tree's fixed camera: sensor RGB = linear sRGB, RGGB, Sony's levels, gamma-2.2 JPEGs, no lens blur."""
     return dict(xyz_to_cam=np.linalg.inv(SRGB_TO_XYZ).tolist(), pattern='RGGB',
                 black=raw_utils.SONY_BLACK_LEVEL, white=raw_utils.SONY_WHITE_LEVEL, exposure=exposure,
-                shot=shot, read=read_std**2, tone='gamma', tone_strength=0., psf=None)
+                shot=shot, read=read_std**2, tone='gamma', tone_strength=0.)
 
 
 def sample_camera(rng: np.random.Generator, xyz_to_cam: Optional[Sequence] = None,
@@ -152,7 +152,7 @@ def sample_camera(rng: np.random.Generator, xyz_to_cam: Optional[Sequence] = Non
     camera = dict(xyz_to_cam=(mixed if xyz_to_cam is None else np.asarray(xyz_to_cam)).tolist(), pattern=pattern,
                   black=int(blacks[int(rng.integers(len(blacks)))]), white=white,
                   exposure=float(rng.uniform(*EXPOSURE)), shot=float(np.exp(log_shot)), read=read,
-                  tone='srgb', tone_strength=float(rng.uniform(*TONE_STRENGTH)), psf=True)
+                  tone='srgb', tone_strength=float(rng.uniform(*TONE_STRENGTH)))
     if noise is not None:
         camera.update(noise_at(noise))
     return camera

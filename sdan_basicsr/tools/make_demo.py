@@ -148,6 +148,14 @@ def photo_srgb(name: str) -> np.ndarray:
     return img[..., :3].astype(np.float32) / 255.
 
 
+def photo_shape(name: str) -> Tuple[int, int]:
+    """(height, width) of a photograph: read from a file's header, without decoding it."""
+    if osp.isfile(name):
+        with Image.open(name) as img:
+            return img.size[::-1]
+    return photo_linear(name).shape[:2]
+
+
 @lru_cache(maxsize=4)
 def photo_linear(name: str) -> np.ndarray:
     """:func:`photo_srgb` as linear RGB float32 (sRGB ≈ gamma 2.2)."""
@@ -431,7 +439,7 @@ def scene_plan(num_scenes: int, num_test: int, color_variation: bool = True,
     if photos:
         train = []
         for photo in photos:
-            ph, pw = photo_linear(photo).shape[:2]
+            ph, pw = photo_shape(photo)
             train += [photo] * int(np.clip(pw * ph // (2 * 512 * 384), 1, MAX_CROPS))
     plan = []
     for i in range(num_scenes):
