@@ -25,6 +25,10 @@ def test_sample_camera_is_deterministic_and_in_range():
     for c in cameras[:20]:
         m = cam.rgb_to_cam(c['xyz_to_cam'])
         np.testing.assert_allclose(m.sum(axis=1), 1, atol=1e-12)  # camera white before the gains
+    plain = [c for c in cameras if c['tone'] == 'gamma']
+    assert abs(len(plain) / len(cameras) - cam.PLAIN_FRACTION) < 0.07
+    for c in plain:  # the demo camera's colour
+        np.testing.assert_allclose(cam.rgb_to_cam(c['xyz_to_cam']), np.eye(3), atol=1e-12)
     canon = cam.HELD_OUT_XYZ_TO_CAM['Canon EOS 5D Mark II']
     with_matrix = cam.sample_camera(np.random.default_rng(0), xyz_to_cam=canon, noise='mid')
     np.testing.assert_allclose(with_matrix['xyz_to_cam'], canon)
@@ -44,13 +48,20 @@ def test_unprocess_then_process_gives_the_photo_back():
     """Noise off, no mosaic: the camera's rendering of its own sensor image is the photograph again (the sensor is
     not clipped before the noise, so colours outside the camera's gamut come back too)."""
     radiance = photo_linear('astronaut')[::4, ::4] * 0.9
-    for seed in range(4):
+    tones = set()
+    for seed in range(12):
         camera = cam.sample_camera(np.random.default_rng(seed))
         wb = cam.sample_gains(np.random.default_rng(seed))
         sensor = cam.unprocess(radiance, dict(camera, exposure=1.), wb)
         jpeg = cam.process(sensor, dict(camera, exposure=1.), wb)
-        linear = cam.srgb_decode(cam.inverse_tone(jpeg, camera['tone_strength']))
-        np.testing.assert_allclose(linear, radiance, atol=2e-4)
+        if camera['tone'] == 'gamma':
+            linear = np.clip(jpeg, 0, 1)**raw_utils.JPEG_GAMMA
+            np.testing.assert_allclose(linear, np.clip(radiance, 0, 1), atol=2e-4)  # plain: clipped to [0, 1]
+        else:
+            linear = cam.srgb_decode(cam.inverse_tone(jpeg, camera['tone_strength']))
+            np.testing.assert_allclose(linear, radiance, atol=2e-4)
+        tones.add(camera['tone'])
+    assert tones == {'gamma', 'srgb'}
 
 
 def test_noise_variance_matches_the_model():

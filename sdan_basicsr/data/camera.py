@@ -44,6 +44,9 @@ LEVELS = {12: ((0, 128, 256), 4095), 14: ((512, 1024, 2048), 16383)}
 #: Tone curve of the camera's JPEG: the sRGB encoding, then a blend with the S-curve 3y² − 2y³ of this strength
 #: (Brooks et al.'s smoothstep), uniform.
 TONE_STRENGTH = (0., 0.6)
+#: Share of training cameras that are *plain*: raw RGB = linear sRGB (no colour matrix to undo) and a plain gamma-2.2
+#: JPEG without tone curve — the demo camera's colour, and what a raw converter gives without a camera profile.
+PLAIN_FRACTION = 0.2
 #: Lens blur of a shot (point-spread function, in pixels of that shot): Gaussian σ, defocus disc radius, motion
 #: length (BSRAW / NTIRE RAW-SR: random blur kernels on the mosaic planes). The long-focal shot, the target, gets the
 #: lower part of each range.
@@ -139,7 +142,8 @@ def sample_camera(rng: np.random.Generator, xyz_to_cam: Optional[Sequence] = Non
     Colour matrix: a random convex combination of :data:`TRAIN_XYZ_TO_CAM` (weights uniform, normalised), unless
     ``xyz_to_cam`` is given. CFA phase uniform over RGGB/BGGR/GRBG/GBRG, bit depth 12 or 14 with a black level of
     :data:`LEVELS`, exposure :data:`EXPOSURE`, noise of :data:`LOG_SHOT` (or at ``noise``, a name of
-    :data:`NOISE_LEVELS`), tone strength :data:`TONE_STRENGTH`. White balance and lens blur are per scene and per
+    :data:`NOISE_LEVELS`), tone strength :data:`TONE_STRENGTH`; a share :data:`PLAIN_FRACTION` of the cameras drawn
+    without ``xyz_to_cam`` is plain (the demo camera's colour: sRGB primaries, gamma 2.2). White balance and lens blur are per scene and per
     shot (:func:`sample_gains`, :func:`sample_psf`).
     """
     weights = rng.uniform(1e-8, 1, len(TRAIN_XYZ_TO_CAM))
@@ -153,6 +157,8 @@ def sample_camera(rng: np.random.Generator, xyz_to_cam: Optional[Sequence] = Non
                   black=int(blacks[int(rng.integers(len(blacks)))]), white=white,
                   exposure=float(rng.uniform(*EXPOSURE)), shot=float(np.exp(log_shot)), read=read,
                   tone='srgb', tone_strength=float(rng.uniform(*TONE_STRENGTH)))
+    if xyz_to_cam is None and rng.uniform() < PLAIN_FRACTION:
+        camera.update(xyz_to_cam=np.linalg.inv(SRGB_TO_XYZ).tolist(), tone='gamma', tone_strength=0.)
     if noise is not None:
         camera.update(noise_at(noise))
     return camera
