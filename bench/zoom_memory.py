@@ -51,6 +51,9 @@ def one(args) -> None:
     from sdan_basicsr.utils import zoom_memory
     torch.set_num_threads(args.threads)
     raw, weights = write_inputs(args.workdir, args.size[0], args.size[1], args.num_feat, args.num_block)
+    if args.weights:  # trained weights instead of random ones of --num-feat x --num-block
+        from sdan_basicsr.weights import SHIPPED_WEIGHTS
+        weights = SHIPPED_WEIGHTS if args.weights == 'shipped' else args.weights
     net = build_network(weights)
     base = zoom_memory.process_base()
     out = osp.join(args.workdir, f'out_{os.getpid()}.png')
@@ -59,8 +62,8 @@ def one(args) -> None:
     os.remove(out)
     spill = info['spill']
     print(json.dumps(dict(h=args.size[0], w=args.size[1], tile=info['tile'], spill=spill, num_feat=args.num_feat,
-                          num_block=args.num_block, precision=info['precision'], seconds=round(info['seconds'], 1),
-                          base=base, peak=int(info['peak_rss_gib'] * 2**30),
+                          num_block=args.num_block, weights=args.weights, precision=info['precision'],
+                          seconds=round(info['seconds'], 1), base=base, peak=int(info['peak_rss_gib'] * 2**30),
                           expected=zoom_memory.expected_peak(net, args.size, info['tile'], info['precision'], spill,
                                                              base=base))))
 
@@ -71,12 +74,14 @@ def measure(args, h: int, w: int, tile, num_feat: int, num_block: int, precision
     cmd += [] if tile is None else ['--tile', str(tile)]
     cmd += [] if spill is None else ['--spill' if spill else '--no-spill']
     cmd += [] if args.max_memory is None else ['--max-memory', args.max_memory]
+    cmd += ['--weights', args.weights] if args.weights else []
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode:
         raise RuntimeError(f'{" ".join(cmd)} failed:\n{res.stderr[-2000:]}')
     row = json.loads(res.stdout.strip().splitlines()[-1])
     gib = lambda v: f'{v / 2**30:.2f}'  # noqa: E731
-    print(f"| {h}x{w} ({h * w / 1e6:.2f} MP) | {num_feat}x{num_block} | {row['precision']} | {row['tile']} | "
+    net = f'{num_feat}x{num_block}' if not args.weights else osp.basename(args.weights)
+    print(f"| {h}x{w} ({h * w / 1e6:.2f} MP) | {net} | {row['precision']} | {row['tile']} | "
           f"{'disk' if row['spill'] else 'memory'} | {row['seconds']} | {gib(row['base'])} | {gib(row['peak'])} | "
           f"{gib(row['expected'])} |", flush=True)
     return row
@@ -117,6 +122,8 @@ def main() -> None:
     parser.add_argument('--max-memory', help="sdan-zoom's --max-memory, e.g. 6G (default: its default)")
     parser.add_argument('--num-feat', type=int, default=64)
     parser.add_argument('--num-block', type=int, default=16)
+    parser.add_argument('--weights', help='with --size: these weights ("shipped": the package\'s) instead of random '
+                        'ones of --num-feat x --num-block')
     parser.add_argument('--precision', default='fp32', choices=('fp32', 'bf16', 'fp16'))
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--workdir', default=None, help='where the DNGs and weights go (default: a temp folder)')
