@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Train the shipped SDAN: set up .venv/, install the training photographs, build the camera-diverse corpus
-# (datasets/sdan_corpus, once), then train options/train_sdan_pretrained.yml (bf16 where the CPU has it natively: amp auto), resuming where it stopped.
+# (datasets/sdan_corpus, once), then train options/train_sdan_pretrained.yml (amp auto: bf16 where the CPU has it
+# natively, else float32), resuming where it stopped.
 #   bash scripts/train_pretrained.sh            train (resumes from experiments/ or from checkpoints/)
 #   bash scripts/train_pretrained.sh --keep     copy the latest training state into checkpoints/ (a few MB, kept in
 #                                               the repository so that a training survives the machine)
