@@ -41,6 +41,6 @@ def test_sdan_zoom_uses_the_shipped_weights_and_beats_bicubic(tmp_path, capsys):
     matched = torch.from_numpy(match_color(hwc, ref[0].permute(1, 2, 0).numpy())).permute(2, 0, 1)[None]
     gains = [_psnr(out, gt, 16) - _psnr(bicubic, gt, 16) for out in (sr, matched)]
     print(f'{TEST_PHOTOS[0]}: SDAN {gains[0]:+.2f} dB over bicubic, colour-matched {gains[1]:+.2f} dB')
-    # measured with the shipped iteration 6000: +0.54 plain, -0.50 colour-matched (the model card's figures); the
-    # target of +1 dB is not reached yet
-    assert np.isfinite(gains).all() and gains[0] >= 0.3
+    # measured with the shipped iteration 12000: +0.79 plain, +0.82 colour-matched; the target of +1 dB is not
+    # reached yet (bench/RESULTS.md, pretrained SDAN)
+    assert np.isfinite(gains).all() and min(gains) >= 0.5
