@@ -143,8 +143,8 @@ def sample_camera(rng: np.random.Generator, xyz_to_cam: Optional[Sequence] = Non
     ``xyz_to_cam`` is given. CFA phase uniform over RGGB/BGGR/GRBG/GBRG, bit depth 12 or 14 with a black level of
     :data:`LEVELS`, exposure :data:`EXPOSURE`, noise of :data:`LOG_SHOT` (or at ``noise``, a name of
     :data:`NOISE_LEVELS`), tone strength :data:`TONE_STRENGTH`; a share :data:`PLAIN_FRACTION` of the cameras drawn
-    without ``xyz_to_cam`` is plain (the demo camera's colour: sRGB primaries, gamma 2.2). White balance and lens blur are per scene and per
-    shot (:func:`sample_gains`, :func:`sample_psf`).
+    without ``xyz_to_cam`` is plain (the demo camera's colour: sRGB primaries, gamma 2.2). White balance and lens
+    blur are per scene and per shot (:func:`sample_gains`, :func:`sample_psf`).
     """
     weights = rng.uniform(1e-8, 1, len(TRAIN_XYZ_TO_CAM))
     mixed = np.tensordot(weights / weights.sum(), np.asarray(TRAIN_XYZ_TO_CAM), axes=1)
