@@ -128,11 +128,15 @@ def psf_kernel(psf: dict) -> np.ndarray:
     return (k / k.sum()).astype(np.float32)
 
 
+def plain_colour() -> dict:
+    """The colour of a plain camera, the demo camera's: sensor RGB = linear sRGB, gamma-2.2 JPEGs, no tone curve."""
+    return dict(xyz_to_cam=np.linalg.inv(SRGB_TO_XYZ).tolist(), tone='gamma', tone_strength=0.)
+
+
 def demo_camera(exposure: float, shot: float, read_std: float) -> dict:
-    """The demo tree's fixed camera: sensor RGB = linear sRGB, RGGB, Sony's levels, gamma-2.2 JPEGs, no lens blur."""
-    return dict(xyz_to_cam=np.linalg.inv(SRGB_TO_XYZ).tolist(), pattern='RGGB',
-                black=raw_utils.SONY_BLACK_LEVEL, white=raw_utils.SONY_WHITE_LEVEL, exposure=exposure,
-                shot=shot, read=read_std**2, tone='gamma', tone_strength=0.)
+    """The demo tree's fixed camera: :func:`plain_colour`, RGGB, Sony's levels, no lens blur."""
+    return dict(pattern='RGGB', black=raw_utils.SONY_BLACK_LEVEL, white=raw_utils.SONY_WHITE_LEVEL,
+                exposure=exposure, shot=shot, read=read_std**2, **plain_colour())
 
 
 def sample_camera(rng: np.random.Generator, xyz_to_cam: Optional[Sequence] = None,
@@ -143,7 +147,7 @@ def sample_camera(rng: np.random.Generator, xyz_to_cam: Optional[Sequence] = Non
     ``xyz_to_cam`` is given. CFA phase uniform over RGGB/BGGR/GRBG/GBRG, bit depth 12 or 14 with a black level of
     :data:`LEVELS`, exposure :data:`EXPOSURE`, noise of :data:`LOG_SHOT` (or at ``noise``, a name of
     :data:`NOISE_LEVELS`), tone strength :data:`TONE_STRENGTH`; a share :data:`PLAIN_FRACTION` of the cameras drawn
-    without ``xyz_to_cam`` is plain (the demo camera's colour: sRGB primaries, gamma 2.2). White balance and lens
+    without ``xyz_to_cam`` is plain (:func:`plain_colour`). White balance and lens
     blur are per scene and per shot (:func:`sample_gains`, :func:`sample_psf`).
     """
     weights = rng.uniform(1e-8, 1, len(TRAIN_XYZ_TO_CAM))
@@ -158,7 +162,7 @@ def sample_camera(rng: np.random.Generator, xyz_to_cam: Optional[Sequence] = Non
                   exposure=float(rng.uniform(*EXPOSURE)), shot=float(np.exp(log_shot)), read=read,
                   tone='srgb', tone_strength=float(rng.uniform(*TONE_STRENGTH)))
     if xyz_to_cam is None and rng.uniform() < PLAIN_FRACTION:
-        camera.update(xyz_to_cam=np.linalg.inv(SRGB_TO_XYZ).tolist(), tone='gamma', tone_strength=0.)
+        camera.update(plain_colour())
     if noise is not None:
         camera.update(noise_at(noise))
     return camera

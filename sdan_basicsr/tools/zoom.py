@@ -39,7 +39,7 @@ from sdan_basicsr.utils.disk_array import DiskArray
 from sdan_basicsr.utils.image_writer import srgb_profile, write_image
 from sdan_basicsr.utils.precision import PRECISIONS, auto_precision, autocast
 from sdan_basicsr.utils.tiled_sdan import tiled_forward
-from sdan_basicsr.weights import SHIPPED_WEIGHTS, network_options
+from sdan_basicsr.weights import NETWORK_KEY, SHIPPED_WEIGHTS
 
 #: Output formats by extension.
 OUTPUT_EXTENSIONS = ('.png', '.tif', '.tiff')
@@ -88,15 +88,16 @@ class ZoomError(ValueError):
 # ---------------------------------------------------------------- network
 
 
-def load_state_dict(path: str, param_key: Optional[str] = None) -> Dict[str, torch.Tensor]:
-    """The network weights of a checkpoint saved by ``sdan_basicsr/train.py`` (BasicSR's ``save_network``).
+def load_weights(path: str, param_key: Optional[str] = None) -> Tuple[Dict[str, torch.Tensor], Optional[dict]]:
+    """The network weights of a checkpoint saved by ``sdan_basicsr/train.py`` (BasicSR's ``save_network``), and the
+    ``network_g`` options stored with them (shipped weights carry theirs: :mod:`sdan_basicsr.weights`).
 
     Args:
         path (str): ``net_g_*.pth`` holding ``{'params': ..., 'params_ema': ...}`` or a bare state dict.
         param_key (str | None): Key to read. Default: None (``params_ema`` when present, else ``params``).
 
     Returns:
-        dict[str, Tensor]: The state dict, without a ``module.`` prefix.
+        tuple: The state dict, without a ``module.`` prefix, and the stored ``network_g`` (None if there is none).
     """
     try:
         ckpt = torch.load(path, map_location='cpu', weights_only=True)
@@ -104,6 +105,7 @@ def load_state_dict(path: str, param_key: Optional[str] = None) -> Dict[str, tor
         raise ZoomError(f'cannot load weights {path}: {err}') from err
     if not isinstance(ckpt, dict):
         raise ZoomError(f'weights {path} hold a {type(ckpt).__name__}, not a state dict')
+    network = ckpt.get(NETWORK_KEY)
     if param_key is not None:
         if param_key not in ckpt:
             raise ZoomError(f'weights {path} have no key {param_key!r} (keys: {sorted(ckpt)[:8]})')
@@ -112,7 +114,7 @@ def load_state_dict(path: str, param_key: Optional[str] = None) -> Dict[str, tor
         ckpt = next((ckpt[k] for k in PARAM_KEYS if k in ckpt), ckpt)
     if not isinstance(ckpt, dict) or not all(isinstance(v, torch.Tensor) for v in ckpt.values()):
         raise ZoomError(f'weights {path} are not a state dict of tensors')
-    return OrderedDict((k[len('module.'):] if k.startswith('module.') else k, v) for k, v in ckpt.items())
+    return OrderedDict((k[len('module.'):] if k.startswith('module.') else k, v) for k, v in ckpt.items()), network
 
 
 def infer_sdan_options(state_dict: Dict[str, torch.Tensor], path: str) -> dict:
@@ -204,7 +206,7 @@ def build_network(weights: str, opt: Optional[str] = None, param_key: Optional[s
     """SDAN with the given weights loaded, built from ``opt``'s ``network_g`` or inferred from the weights.
 
     Args:
-        weights (str): Checkpoint (see :func:`load_state_dict`).
+        weights (str): Checkpoint (see :func:`load_weights`).
         opt (str | None): Options YAML whose ``network_g`` describes the network. Default: None (inferred by
             :func:`infer_sdan_options`).
         param_key (str | None): Checkpoint key. Default: None (``params_ema``, else ``params``).
@@ -212,11 +214,11 @@ def build_network(weights: str, opt: Optional[str] = None, param_key: Optional[s
     Returns:
         SDAN: In eval mode, on the CPU.
     """
-    state_dict = load_state_dict(weights, param_key)
-    inferred = infer_sdan_options(state_dict, weights)
-    stored = network_options(weights)  # shipped weights carry their network_g (image_skip leaves no weight)
-    if stored is not None:
+    state_dict, stored = load_weights(weights, param_key)
+    if stored is not None:  # stored options say what the weights cannot (image_skip leaves no weight)
         inferred = {k: v for k, v in stored.items() if k != 'type'}
+    else:
+        inferred = infer_sdan_options(state_dict, weights)
     net_opt = inferred
     if opt is not None:
         net_opt = _network_options(opt)
