@@ -4,8 +4,9 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
-from sdan_basicsr.utils.cpu_memory import ENV
+from sdan_basicsr.utils.cpu_memory import ENV, mapped_empty, retain_freed_memory
 
 #: Maps of 64 and 32 MiB, over glibc's largest mmap threshold (32 MiB): by default each is mmap'd and given back on
 #: free. The same allocations ten times over, as a network's forwards are; the page faults of the last four.
@@ -50,11 +51,13 @@ def test_env_turns_it_off():
         assert faults > PAGES // 2
 
 
-#: 256 MiB freed in the kept heap stays resident until release_free_memory(); allocated in outside_heap(), it goes
-#: back on free. Resident bytes: kept after the free, given back by the free of the outside one, given back by trim.
+#: 256 MiB freed in the kept heap stays resident until release_free_memory(). Resident bytes: kept after the free;
+#: given back by trim; given back by the free of 512 MiB allocated in outside_heap() after 256 MiB went back to the
+#: heap (its free top is given back on entry, so the block is mapped); given back by the free of a mapped_empty()
+#: tensor, and of its last view, after 256 MiB were freed below a live block (a free block of the request's size).
 CHILD_HEAP = """
 import torch
-from sdan_basicsr.utils.cpu_memory import outside_heap, release_free_memory, retain_freed_memory
+from sdan_basicsr.utils.cpu_memory import mapped_empty, outside_heap, release_free_memory, retain_freed_memory
 def rss():
     return int(open('/proc/self/statm').read().split()[1]) * 4096
 assert retain_freed_memory()
@@ -62,14 +65,25 @@ start = rss()
 a = torch.ones(2**26)
 del a
 kept = rss() - start
-with outside_heap():
-    b = torch.ones(2**26)
-before = rss()
-del b
-given = before - rss()
 before = rss()
 release_free_memory()
-print(kept, given, before - rss())
+trimmed = before - rss()
+a = torch.ones(2**26)
+del a
+with outside_heap():
+    b = torch.ones(2**27)
+before = rss()
+del b
+given_outside = before - rss()
+a, pin = torch.ones(2**26), torch.ones(2**10)
+del a
+b = mapped_empty(pin, 2**13, 2**13).fill_(1)
+view = b[:2**12]
+del b
+before = rss()
+del view
+given_mapped = before - rss()
+print(kept, trimmed, given_outside, given_mapped)
 """
 
 
@@ -77,5 +91,17 @@ print(kept, given, before - rss())
 def test_outside_heap_and_release():
     env = dict(os.environ, **{ENV: '1'})
     out = subprocess.run([sys.executable, '-c', CHILD_HEAP], env=env, capture_output=True, text=True, check=True)
-    kept, given, trimmed = (int(v) for v in out.stdout.split())
-    assert kept > 200 * 2**20 and given > 200 * 2**20 and trimmed > 200 * 2**20, (kept, given, trimmed)
+    resident = [int(v) for v in out.stdout.split()]
+    assert all(v > 200 * 2**20 for v in resident), dict(zip(('kept', 'trimmed', 'given_outside', 'given_mapped'), resident))
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16, torch.uint8])
+def test_mapped_empty_is_new_empty(dtype):
+    """Shape, dtype, device and contiguity of ``new_empty``, whether mapped (retain in force) or not; writable."""
+    retain_freed_memory()
+    like = torch.zeros(2, dtype=dtype)
+    t = mapped_empty(like, 3, 0) if dtype == torch.uint8 else mapped_empty(like, 2, 3, 5)
+    ref = like.new_empty(*t.shape)
+    assert (t.shape, t.dtype, t.device, t.is_contiguous()) == (ref.shape, ref.dtype, ref.device, True)
+    t.fill_(1)
+    assert t.sum().item() == t.numel()

@@ -34,7 +34,7 @@ from sdan_basicsr.data import raw_utils
 from sdan_basicsr.data.color import apply_color_transform, fit_color_transform
 from sdan_basicsr.data.raw_utils import apply_white_balance
 from sdan_basicsr.utils import zoom_memory
-from sdan_basicsr.utils.cpu_memory import outside_heap, retain_freed_memory
+from sdan_basicsr.utils.cpu_memory import mapped_empty, outside_heap, retain_freed_memory
 from sdan_basicsr.utils.disk_array import DiskArray
 from sdan_basicsr.utils.image_writer import srgb_profile, write_image
 from sdan_basicsr.utils.precision import PRECISIONS, auto_precision, autocast
@@ -511,8 +511,7 @@ def zoom(raw: str,
         upright = stored[::-1] if flip & 4 else stored
         top, dtype = 2**bits - 1, np.dtype(np.uint8 if bits == 8 else np.uint16)
         reference = x_rgb[0].permute(1, 2, 0).numpy()  # the colour target, on the network's input grid
-        with outside_heap():
-            averaged = np.empty_like(reference) if match_color else None
+        averaged = mapped_empty(x_rgb, *reference.shape).numpy() if match_color else None
         net = net.to(device, memory_format=torch.channels_last if on_cpu else torch.preserve_format)
         x, x_rgb, wb_t = x.to(device), x_rgb.to(device), torch.from_numpy(wb).to(device).view(1, 4)
         # float16 keeps 11 bits: enough for an 8-bit result whose colours are matched later

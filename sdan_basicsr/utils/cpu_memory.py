@@ -18,12 +18,18 @@ it. A tiled zoom of a 1-MP mosaic in one 1024² tile (default SDAN, fp32) peaked
 ``mmap`` as glibc does by default (whole-image arrays that live long, and what reading a RAW file allocates and
 frees), so that they neither pin nor fragment the heap; :func:`release_free_memory` (glibc's ``malloc_trim``) gives
 the heap's free pages back to the kernel between phases whose blocks differ (``tiled_forward``'s passes).
+glibc serves a request from a free block of the heap before it maps new pages, which ``outside_heap`` cannot forbid;
+:func:`mapped_empty` allocates an array that is mapped whatever the heap holds, for the whole image's outputs.
 """
 import contextlib
 import ctypes
+import math
+import mmap
 import os
 import platform
 from typing import Iterator, Optional
+
+import torch
 
 #: mallopt parameters (malloc.h): the heap top beyond which free() trims, and the most chunks served by mmap (glibc's
 #: default: 65536).
@@ -62,10 +68,15 @@ def retain_freed_memory() -> bool:
 def outside_heap() -> Iterator[None]:
     """Within this block, large allocations are ``mmap``'d and given back on free, as by glibc's default, where
     :func:`retain_freed_memory` is in force (else it changes nothing): for arrays of the whole image, which would pin
-    the kept heap, and for work that allocates and frees them (reading a RAW file)."""
+    the kept heap, and for work that allocates and frees them (reading a RAW file).
+
+    glibc serves a request from the heap's free memory before it maps new pages, so the heap's free top (kept up to
+    2 GiB) is given back first (:func:`release_free_memory`); a free block inside the heap as large as a request
+    still serves it. Arrays allocated here by name are mapped whatever the heap holds: :func:`mapped_empty`."""
     if not _state:
         yield
         return
+    _libc.malloc_trim(0)
     _libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
     try:
         yield
@@ -78,3 +89,17 @@ def release_free_memory() -> None:
     is in force; else nothing. The heap keeps its layout: a block allocated there again faults its pages in once."""
     if _state:
         _libc.malloc_trim(0)
+
+
+def mapped_empty(like: torch.Tensor, *size: int) -> torch.Tensor:
+    """An uninitialised tensor of ``size`` with ``like``'s dtype and device, as ``like.new_empty(*size)``; on a CPU
+    where :func:`retain_freed_memory` is in force, its memory is an anonymous ``mmap`` of its own, never a block of
+    the kept heap, and goes back to the kernel when the tensor (and every view of it) is freed: for the whole
+    image's arrays, which live through all the tiles' allocations and would pin the heap around them."""
+    if not _state or like.device.type != 'cpu':
+        return like.new_empty(*size)
+    count = math.prod(size)
+    if count == 0:
+        return like.new_empty(*size)
+    buffer = mmap.mmap(-1, count * like.element_size())
+    return torch.frombuffer(buffer, dtype=like.dtype, count=count).view(*size)  # the tensor holds the mapping

@@ -23,7 +23,7 @@ from sdan_basicsr.archs.sdan_arch import (
     pad_to_multiple,
 )
 from sdan_basicsr.ops.mixed_precision import run_in_float32
-from sdan_basicsr.utils.cpu_memory import outside_heap, release_free_memory
+from sdan_basicsr.utils.cpu_memory import mapped_empty, outside_heap, release_free_memory
 from sdan_basicsr.utils.disk_array import DiskArray
 
 #: A box (y0, y1, x0, x1) on the padded input grid, end exclusive.
@@ -143,8 +143,8 @@ class _FeatureStore:
         """Store ``feat`` (N, C, box h, box w) on ``box``."""
         if self.folder is None:
             if self.tensor is None:
-                with outside_heap():  # lives through passes 2 and 3: it must not pin the heap of the tiles' maps
-                    self.tensor = feat.new_empty(*feat.shape[:2], *self.size)
+                # lives through passes 2 and 3: it must not pin the heap of the tiles' maps
+                self.tensor = mapped_empty(feat, *feat.shape[:2], *self.size)
             self.tensor[..., box[0]:box[1], box[2]:box[3]] = feat
             return
         if not self.disk:
@@ -360,11 +360,10 @@ def tiled_forward(net: SDAN,
             release_free_memory()  # the next pass allocates blocks of other sizes
 
         s = net.upscale
-        with outside_heap():
-            sr = None if sr_sink is not None else x.new_empty(n, net.conv_last.out_channels, s * h, s * w)
-            aligned = x.new_empty(n, net.conv_aligned.out_channels, h, w) if 'aligned' in keep else None
-            offset = x.new_empty(n, net.align.num_offset_ch, h, w) if 'offset' in keep else None
-            mask = x.new_empty(n, 1, h, w) if 'mask' in keep else None
+        sr = None if sr_sink is not None else mapped_empty(x, n, net.conv_last.out_channels, s * h, s * w)
+        aligned = mapped_empty(x, n, net.conv_aligned.out_channels, h, w) if 'aligned' in keep else None
+        offset = mapped_empty(x, n, net.align.num_offset_ch, h, w) if 'offset' in keep else None
+        mask = mapped_empty(x, n, 1, h, w) if 'mask' in keep else None
         bar.set_description('SDAN pass 3/3 (tiles)')
         for box in tiles:
             if box[0] < h and box[2] < w:
