@@ -1,11 +1,12 @@
 """Validation curves of a BasicSR training from its logs: each metric against iterations and wall time.
 
     python bench/training_curves.py experiments/SDAN_pretrained_x4_bayer --out bench/pretrained_curves
+    python bench/training_curves.py experiments/SDAN_size_16x8 experiments/SDAN_size_32x8 --out bench/size_curves
 
 reads every ``train_*.log`` of the experiment (a resumed training has several, in order), writes ``OUT.md`` (one row
 per validation: iteration, training hours so far, each metric) and ``OUT.png`` (the metrics against both). Wall time
 counts only the time the training ran: the gaps between a log's end and the next log's start (a stopped machine)
-are left out.
+are left out. Several experiments (trainings of one recipe at several sizes) get a table each and share the plots.
 """
 import argparse
 import glob
@@ -48,18 +49,22 @@ def read_validations(folder: str) -> List[Dict[str, float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('experiment', help='experiments/<name> of a training')
+    parser.add_argument('experiment', nargs='+', help='experiments/<name> of a training (several: overlaid)')
     parser.add_argument('--out', required=True, help='output path without extension (.md and .png are written)')
     args = parser.parse_args()
-    rows = read_validations(args.experiment)
-    if not rows:
-        raise SystemExit(f'no validation in the logs of {args.experiment}')
-    metrics = [k for k in rows[-1] if k not in ('iter', 'hours')]
-    lines = [f'# Validation curve of {osp.basename(osp.normpath(args.experiment))}', '',
-             f'`python bench/training_curves.py {args.experiment} --out {args.out}`', '',
-             '| iteration | hours | ' + ' | '.join(metrics) + ' |', '|---' * (2 + len(metrics)) + '|']
-    lines += [f"| {r['iter']} | {r['hours']:.2f} | " + ' | '.join(f'{r.get(m, float("nan")):.4f}' for m in metrics)
-              + ' |' for r in rows]
+    runs = {}
+    for folder in args.experiment:
+        runs[osp.basename(osp.normpath(folder))] = read_validations(folder)
+        if not runs[osp.basename(osp.normpath(folder))]:
+            raise SystemExit(f'no validation in the logs of {folder}')
+    metrics = [k for k in next(iter(runs.values()))[-1] if k not in ('iter', 'hours')]
+    lines = [f'# Validation curves of {", ".join(runs)}', '',
+             f'`python bench/training_curves.py {" ".join(args.experiment)} --out {args.out}`']
+    for name, rows in runs.items():
+        lines += ['', *([f'## {name}', ''] if len(runs) > 1 else []),
+                  '| iteration | hours | ' + ' | '.join(metrics) + ' |', '|---' * (2 + len(metrics)) + '|']
+        lines += [f"| {r['iter']} | {r['hours']:.2f} | " + ' | '.join(f'{r.get(m, float("nan")):.4f}' for m in metrics)
+                  + ' |' for r in rows]
     with open(args.out + '.md', 'w', encoding='utf-8') as f:
         f.write('\n'.join(lines) + '\n')
 
@@ -71,10 +76,13 @@ def main() -> None:
     for i, m in enumerate(metrics):
         for j, x in enumerate(('iter', 'hours')):
             ax = axes[i][j]
-            ax.plot([r[x] for r in rows], [r.get(m) for r in rows], 'o-')
+            for name, rows in runs.items():
+                ax.plot([r[x] for r in rows], [r.get(m) for r in rows], 'o-', label=name)
             ax.set_xlabel('iteration' if x == 'iter' else 'training hours')
             ax.set_ylabel(m)
             ax.grid(alpha=0.3)
+            if len(runs) > 1:
+                ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(args.out + '.png', dpi=80)
     print('\n'.join(lines))
