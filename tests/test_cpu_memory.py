@@ -92,7 +92,8 @@ def test_outside_heap_and_release():
     env = dict(os.environ, **{ENV: '1'})
     out = subprocess.run([sys.executable, '-c', CHILD_HEAP], env=env, capture_output=True, text=True, check=True)
     resident = [int(v) for v in out.stdout.split()]
-    assert all(v > 200 * 2**20 for v in resident), dict(zip(('kept', 'trimmed', 'given_outside', 'given_mapped'), resident))
+    names = ('kept', 'trimmed', 'given_outside', 'given_mapped')
+    assert all(v > 200 * 2**20 for v in resident), dict(zip(names, resident))
 
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16, torch.uint8])
