@@ -3,7 +3,8 @@
 Rows 1-10 are the compatibility table of the project's design notes; row 11 (``launch_root``) and row 12
 (``_launcher_parse_options``) let ``python -m basicsr.train`` / ``python basicsr/train.py`` run the plugin; row 13
 makes ``--force_yml manual_seed=N`` seed the run; row 14 (``_model_to_device``) leaves constant buffers out of
-``DistributedDataParallel``'s broadcast at every forward. ``apply()``
+``DistributedDataParallel``'s broadcast at every forward; row 15 (``_destroy_at_exit``) ends the process group before
+the interpreter does. ``apply()``
 also installs the crash-safe saves of ``sdan_basicsr/utils/checkpoint.py``. It is idempotent and must run before the
 first ``import basicsr``: ``import sdan_basicsr`` does it, and so does the import hook ``sdan_basicsr_autoload`` when
 basicsr is imported first.
@@ -124,6 +125,23 @@ def _init_dist_pytorch(backend: str = 'nccl', **kwargs) -> None:
     else:
         backend = 'gloo'
     dist.init_process_group(backend=backend, **kwargs)
+    _destroy_at_exit()
+
+
+def _destroy_at_exit() -> None:
+    """Row 15: destroy the process group at exit, while the interpreter is whole. basicsr never does; left to the
+    interpreter's finalization, Gloo's worker threads may still hold tensors whose release needs the GIL, and a rank
+    ends in SIGABRT ("terminate called without an active exception") after a run that succeeded, which fails the
+    whole ``torchrun`` (pytorch/pytorch#190489). Nothing happens where the group was destroyed already."""
+    import atexit
+
+    import torch.distributed as dist
+
+    def destroy() -> None:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+    atexit.register(destroy)
 
 
 def _init_dist_slurm(backend: str = 'nccl', port=None) -> None:
@@ -149,6 +167,7 @@ def _init_dist_slurm(backend: str = 'nccl', port=None) -> None:
     os.environ['LOCAL_RANK'] = str(proc_id % max(torch.cuda.device_count(), 1))
     os.environ['RANK'] = str(proc_id)
     dist.init_process_group(backend=backend)
+    _destroy_at_exit()
 
 
 def training_updates_buffers(net) -> bool:
