@@ -266,7 +266,9 @@ class _TiledSDAN:
         del aligned_feat
         sr = net.tail(feat, self.tail_rows)  # by strips: the tail's 4C-channel maps of one strip at a time
         if net.image_skip:  # bilinear ×s reads one pixel around: inside the halo
-            sr = sr + F.interpolate(aligned, scale_factor=net.upscale, mode='bilinear', align_corners=False)
+            skip = F.interpolate(aligned, scale_factor=net.upscale, mode='bilinear', align_corners=False)
+            sr = sr.add_(skip) if sr.dtype == skip.dtype else sr + skip  # in place: one window output less
+            del skip
         return _crop(sr, grown, box, net.upscale), _crop(aligned, grown, box), _crop(theta, grown, box)
 
 

@@ -2,17 +2,19 @@
 
 A zoom's peak resident memory is modelled as
 
-    peak ≈ base + exit + [C·P·bytes] + margin · (a + d·P + b·G²·C·4 + e·G²·s² + f·(r + 4)·G·C·4·s²)
+    peak ≈ base + exit + [C·P·bytes] + [12·G²·s²]
+           + margin · (a + d·P + b·G²·C·4 + e·G²·s² + f·(r + 4)·G·C·4·s²)
 
 with P the mosaic's pixels, C the network's feature channels, s its scale, ``bytes`` the size of a feature value in
 the precision that runs, G the side of a tile's window in pass 3 (the tile and its halo, at most the image) and r the
 rows of the tail's strips (:data:`TAIL_ROWS`). ``base`` is the process before the zoom (Python, PyTorch, the
 weights: 1.0 GiB with PyTorch's CUDA build), measured, and ``exit`` what Python's teardown adds; the bracket is CPA2's
-input, kept for the whole image between the tiled passes unless it goes to disk; ``d · P`` the whole mosaic's arrays
-(the network's inputs, the reference, the output averaged for the colour fit, the RAW file's reading and the fit's
-copies); the last three one tile's working set (its window's feature maps, its output at s², the tail's strips
-across it). The zoomed image itself never is in memory: tiles go to a temporary file and are encoded from there by
-strips.
+input, kept for the whole image between the tiled passes unless it goes to disk; the second, with ``image_skip``,
+X' of a tile's window upsampled to s² (3 float32 channels beside the window's output); ``d · P`` the whole
+mosaic's arrays (the network's inputs, the reference, the output averaged for the colour fit, the RAW file's
+reading and the fit's copies); the last three one tile's working set (its window's feature maps, its output at s²,
+the tail's strips across it). The zoomed image itself never is in memory: tiles go to a temporary file and are
+encoded from there by strips.
 
 The constants were fitted (non-negative least squares) on the peaks of real zooms, each in a fresh process with freed
 memory kept for reuse as ``sdan-zoom`` keeps it (``bench/zoom_memory.py --fit``), and the margin covers the largest
@@ -76,7 +78,8 @@ def terms(net: SDAN, size: Tuple[int, int], tile: int, precision: str, spill: bo
     """The model's terms for zooming a mosaic of ``size`` with ``net``: the bytes known exactly, and the quantities
     that :data:`COEFFICIENTS` multiply.
 
-    Exactly: CPA2's input (C × P × feature bytes) unless ``spill``, Θ and M' with ``save_offsets`` (12 bytes a pixel).
+    Exactly: CPA2's input (C × P × feature bytes) unless ``spill``, Θ and M' with ``save_offsets`` (12 bytes a
+    pixel), X' of the window upsampled with ``image_skip`` (12 bytes an output pixel; the fit's networks had none).
     Fitted: ``process`` (1), ``mosaic`` (P), ``window_features`` (G² · C · 4), ``window_output`` (G² · s²), ``tail``
     ((:data:`TAIL_ROWS` + 4) · G · C · 4 · s², the tail's strips across the window), with G the side of a tile's
     window in pass 3 (the tile and :func:`halo` on both sides, at most the image's side).
@@ -101,6 +104,7 @@ def terms(net: SDAN, size: Tuple[int, int], tile: int, precision: str, spill: bo
     else:
         side_h, side_w, spill = h, w, True  # untiled: no map is kept between passes
     exact = (0 if spill else channels * pixels * feature_bytes(precision)) + 12 * pixels * save_offsets
+    exact += 12 * side_h * side_w * scale**2 * net.image_skip
     # a tile's maps are counted at 4 bytes in every precision: on a CPU autocast adds casts and float32 stages
     # (measured: bf16 takes no less than fp32 there)
     return exact, dict(process=1., mosaic=float(pixels), window_features=float(side_h * side_w * channels * 4),
