@@ -54,9 +54,10 @@ def main() -> None:
     args = parser.parse_args()
     runs = {}
     for folder in args.experiment:
-        runs[osp.basename(osp.normpath(folder))] = read_validations(folder)
-        if not runs[osp.basename(osp.normpath(folder))]:
+        rows = read_validations(folder)
+        if not rows:
             raise SystemExit(f'no validation in the logs of {folder}')
+        runs[osp.basename(osp.normpath(folder))] = rows
     metrics = [k for k in next(iter(runs.values()))[-1] if k not in ('iter', 'hours')]
     lines = [f'# Validation curves of {", ".join(runs)}', '',
              f'`python bench/training_curves.py {" ".join(args.experiment)} --out {args.out}`']

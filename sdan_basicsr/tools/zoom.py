@@ -216,14 +216,14 @@ def build_network(weights: str, opt: Optional[str] = None, param_key: Optional[s
     """
     state_dict, stored = load_weights(weights, param_key)
     if stored is not None:  # stored options say what the weights cannot (image_skip leaves no weight)
-        inferred = {k: v for k, v in stored.items() if k != 'type'}
+        from_weights = {k: v for k, v in stored.items() if k != 'type'}
     else:
-        inferred = infer_sdan_options(state_dict, weights)
-    net_opt = inferred
+        from_weights = infer_sdan_options(state_dict, weights)
+    net_opt = from_weights
     if opt is not None:
         net_opt = _network_options(opt)
         defaults = {k: p.default for k, p in inspect.signature(SDAN).parameters.items()}
-        diff = [f'{k}: options {net_opt.get(k, defaults[k])!r}, weights {v!r}' for k, v in inferred.items()
+        diff = [f'{k}: options {net_opt.get(k, defaults[k])!r}, weights {v!r}' for k, v in from_weights.items()
                 if not _same_option(net_opt.get(k, defaults[k]), v)]
         if diff:
             raise ZoomError(f'weights {weights} do not fit network_g of {opt}: {"; ".join(diff)}')

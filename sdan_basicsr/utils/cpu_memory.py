@@ -76,7 +76,7 @@ def outside_heap() -> Iterator[None]:
     if not _state:
         yield
         return
-    _libc.malloc_trim(0)
+    release_free_memory()
     _libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
     try:
         yield
@@ -96,10 +96,8 @@ def mapped_empty(like: torch.Tensor, *size: int) -> torch.Tensor:
     where :func:`retain_freed_memory` is in force, its memory is an anonymous ``mmap`` of its own, never a block of
     the kept heap, and goes back to the kernel when the tensor (and every view of it) is freed: for the whole
     image's arrays, which live through all the tiles' allocations and would pin the heap around them."""
-    if not _state or like.device.type != 'cpu':
-        return like.new_empty(*size)
     count = math.prod(size)
-    if count == 0:
+    if not _state or like.device.type != 'cpu' or count == 0:  # mmap cannot map 0 bytes
         return like.new_empty(*size)
     buffer = mmap.mmap(-1, count * like.element_size())
     return torch.frombuffer(buffer, dtype=like.dtype, count=count).view(*size)  # the tensor holds the mapping
