@@ -14,7 +14,9 @@ bicubic | MSFFN | target at ×4, bicubic | DKSAN | target at ×16).
 A row whose run finished in ``--work`` with the same options on the same video set is not trained again
 (``rows/<row>_seed<k>.json``), so an interrupted bench resumes and rows run apart end up in one table. The default
 run is 24 trainings (12 rows, 2 seeds); one iteration of every trained row costs 23.5 s of single-thread CPU time at
-batch 4 (1.9 s for MSFFN, 3.7 s with PCD, 3.3 s for EDVR-M, 2.2 s for DKSAN), about 7 h on 2 free cores.
+batch 4 (1.9 s for MSFFN, 3.7 s with PCD, 3.3 s for EDVR-M, 2.2 s for DKSAN), about 7 h on 2 free cores. Two rows
+are only tested: the 7-frame MSFFN and DKSAN weights fed the centre frame seven times (how much their output depends on
+the neighbouring frames).
 """
 import argparse
 import copy
@@ -44,7 +46,7 @@ from sdan_basicsr.tools.make_video_demo import BENCH_SET, make_video_demo  # noq
 #: EDVR-M (BasicSR's EDVR: PCD, TSA, 5 frames) scaled as MSFFN: C 32 [64], 2 extraction blocks [5], 6
 #: reconstruction blocks [10], 4 deformable groups [8].
 MSFFN_NET = dict(type='MSFFN', num_feat=32, num_frame=7, num_extract_block=2, num_block=6, upscale=4,
-                 deformable_groups=4)
+                 deformable_groups=4, mask_distance='mean')
 DKSAN_NET = dict(type='DKSAN', num_feat=32, num_frame=7, num_extract_block=2, num_rcab=[4, 3, 2, 2], upscale=16,
                  squeeze_factor=8, num_dk_align=2, num_dk_attn=2, num_dk_light=1, deformable_groups=4)
 EDVR_NET = dict(type='EDVR', num_feat=32, num_frame=5, num_extract_block=2, num_reconstruct_block=6,
@@ -60,6 +62,8 @@ ROWS = {
     'bicubic_x4': (4, 'Bicubic', '', None),
     'msffn': (4, 'MSFFN, 7 frames (MDD, SFT)', 'Table VIII N_f = 7', MSFFN_NET),
     'msffn_centre': (4, 'MSFFN, centre frame ×7', 'Table VIII N_f = 1', _centre(MSFFN_NET)),
+    'msffn_mask_sum': (4, 'MSFFN, eq. (8) distance summed over channels', 'eq. (8) as printed',
+                       dict(MSFFN_NET, mask_distance='sum')),
     'msffn_nf3': (4, 'MSFFN, 3 frames', 'Table VIII N_f = 3', dict(MSFFN_NET, num_frame=3)),
     'msffn_nf5': (4, 'MSFFN, 5 frames', 'Table VIII N_f = 5', dict(MSFFN_NET, num_frame=5)),
     'msffn_pcd': (4, 'MSFFN, PCD alignment', 'Table V PCD', dict(MSFFN_NET, alignment='pcd')),
@@ -73,9 +77,16 @@ ROWS = {
     'dksan_align': (16, '+ DKC_Align', 'Table 3 w/o DKSA', dict(DKSAN_NET, with_dksa=False)),
     'dksan': (16, '+ DKSA = DKSAN, 7 frames', 'Table 3 DKSAN', DKSAN_NET),
     'dksan_centre': (16, 'DKSAN, centre frame ×7', '', _centre(DKSAN_NET)),
+    'msffn_fed_centre': (4, 'MSFFN 7-frame weights, fed the centre frame ×7', 'use of the neighbours',
+                         _centre(MSFFN_NET)),
+    'dksan_fed_centre': (16, 'DKSAN 7-frame weights, fed the centre frame ×7', 'use of the neighbours',
+                         _centre(DKSAN_NET)),
 }
+#: Rows that are not trained but tested with the weights another row trained (same seed), every input frame replaced
+#: by the centre one: how much the 7-frame network's output depends on its neighbours.
+FED_CENTRE = {'msffn_fed_centre': 'msffn', 'dksan_fed_centre': 'dksan'}
 #: The rows of ``--smoke`` and its video set (generated clips only, 64 px) and budget.
-SMOKE_ROWS = ['bicubic_x4', 'msffn', 'msffn_centre', 'bicubic_x16', 'dksan']
+SMOKE_ROWS = ['bicubic_x4', 'msffn', 'msffn_centre', 'msffn_fed_centre', 'bicubic_x16', 'dksan']
 SMOKE_SET = dict(scale=(4, 16), gt_size=64, num_train_clips=4, num_test_clips=2, num_test_frames=8, num_objects=3,
                  videos=None, seed=0)
 #: GT patch side of training per scale (LR 32² at ×4, 16² at ×16), and the smoke run's.
@@ -173,10 +184,17 @@ def read_video_metrics(work: str, name: str) -> dict:
 def run_row(row: str, seed: int, data: str, set_args: dict, args) -> dict:
     """Train (unless bicubic) and test ``row`` with ``seed``; ``rows/<row>_seed<k>.json`` keeps the result with the
     options and video set it came from, and is reused while they are unchanged."""
-    trained = ROWS[row][3] is not None
-    train_opt = train_options(row, seed, data, args) if trained else None
+    source = FED_CENTRE.get(row, row)
+    trained = ROWS[row][3] is not None and row not in FED_CENTRE
+    train_opt = train_options(source, seed, data, args) if ROWS[row][3] else None
     weights = (osp.join(args.work, 'experiments', train_opt['name'], 'models', 'net_g_latest.pth')
-               if trained else None)
+               if train_opt else None)
+    if row in FED_CENTRE:  # the source row's weights, under CentreFrameRepeat's prefix
+        fed = osp.join(args.work, 'weights', f'{row}_seed{seed}.pth')
+        os.makedirs(osp.dirname(fed), exist_ok=True)
+        params = torch.load(weights, map_location='cpu', weights_only=True)['params']
+        torch.save({'params': {f'net.{k}': v for k, v in params.items()}}, fed)
+        weights = fed
     save_img = seed == args.seeds[0] and row in PICTURED
     test_opt = test_options(row, seed, data, weights, save_img)
     record = osp.join(args.work, 'rows', f'{row}_seed{seed}.json')
@@ -249,6 +267,10 @@ CHECKS = [('msffn', 'bicubic_x4', 1.5, 'MSFFN (7 frames) over bicubic (target �
           ('msffn', 'edvr_m', 0., 'MSFFN over EDVR-M'),
           ('dksan', 'bicubic_x16', 0., 'DKSAN over bicubic at ×16'),
           ('dksan', 'dksan_centre', 0., 'DKSAN temporal gain: 7 frames over the centre frame ×7'),
+          ('msffn', 'msffn_fed_centre', 0., 'MSFFN uses its neighbours: its weights fed 7 frames over fed the centre '
+           'frame ×7'),
+          ('dksan', 'dksan_fed_centre', 0., 'DKSAN uses its neighbours: its weights fed 7 frames over fed the centre '
+           'frame ×7'),
           ('dksan_ca', 'dksan_backbone', 0., '+ CA over backbone (Table 3: +0.24 dB)'),
           ('dksan_align', 'dksan_ca', 0., '+ DKC_Align over + CA (Table 3: +0.05 dB)'),
           ('dksan', 'dksan_align', 0., '+ DKSA over + DKC_Align (Table 3: +0.11 dB)')]
@@ -321,7 +343,10 @@ def main() -> None:
                         'iterations, one seed, a few rows')
     args = parser.parse_args()
     smoke = args.smoke
-    args.rows = args.rows or (SMOKE_ROWS if smoke else list(ROWS))
+    args.rows = [row for row in ROWS if row in (args.rows or (SMOKE_ROWS if smoke else ROWS))]  # sources first
+    for row, source in FED_CENTRE.items():
+        if row in args.rows and source not in args.rows:
+            parser.error(f'--rows {row} needs {source} (whose weights it tests) among the rows')
     args.iters = args.iters or (2 if smoke else 1000)
     args.batch = args.batch or (1 if smoke else 4)
     args.seeds = args.seeds or ([0] if smoke else [0, 1])

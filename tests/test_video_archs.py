@@ -127,7 +127,23 @@ def test_cuda_matches_cpu(name):
         torch.testing.assert_close(net.cuda()(x.cuda()).cpu(), expected, rtol=1e-3, atol=1e-3)
 
 
-@pytest.mark.parametrize('option,value', [('alignment', 'tdan'), ('fusion', '3df')])
+@pytest.mark.parametrize('mask_distance', ['mean', 'sum'])
+def test_msffn_mask_is_eq_8_over_the_channels(mask_distance):
+    """M = 1 / (1 + exp(d)), d the L1 distance of F_t and F^a over the channels (mean or sum), weights F^a."""
+    net = _tiny('MSFFN', mask_distance=mask_distance).eval()
+    x = torch.rand(1, 7, 3, 6, 6)
+    seen = {}
+    net.align.register_forward_hook(lambda module, inputs, out: seen.update(ref=inputs[1], aligned=out))
+    net.body[0].sft1.scale.register_forward_hook(lambda module, inputs, out: seen.update(cond=inputs[0]))
+    with torch.no_grad():
+        net(x)
+    dist = (seen['ref'] - seen['aligned']).abs()
+    dist = dist.mean(1, keepdim=True) if mask_distance == 'mean' else dist.sum(1, keepdim=True)
+    last = seen['cond'][:, -seen['aligned'].shape[1]:]  # the last supporting frame's masked features
+    torch.testing.assert_close(last, seen['aligned'] / (1 + torch.exp(dist)))
+
+
+@pytest.mark.parametrize('option,value', [('alignment', 'tdan'), ('fusion', '3df'), ('mask_distance', 'l2')])
 def test_msffn_ablation_options_reject_unknown_values(option, value):
     with pytest.raises(ValueError, match=option):
         _tiny('MSFFN', **{option: value})

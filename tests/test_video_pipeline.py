@@ -96,3 +96,24 @@ def test_train_and_validate_through_launcher(demo_root, tmp_path, option_file):
     for metric in opt['val']['metrics']:
         values = [float(v) for v in re.findall(rf'# {metric}: ([-\d.]+)', log)]
         assert values and all(v == v and v > 0 for v in values), f'no finite {metric} in the log'
+
+
+def test_video_bench_smoke(tmp_path):
+    """``bench/video_bench.py --smoke`` end to end: every smoke row trained or tested through the launchers, the
+    table with each row and claim, and the picture; the fed-centre row tests the 7-frame row's own weights."""
+    out = tmp_path / 'report.md'
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    proc = subprocess.run([sys.executable, osp.join(REPO_ROOT, 'bench', 'video_bench.py'), '--smoke',
+                           '--work', str(tmp_path / 'work'), '--out', str(out)],
+                          env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = out.read_text()
+    for label in ('Bicubic', 'MSFFN, 7 frames', 'MSFFN, centre frame ×7', 'MSFFN 7-frame weights, fed the centre',
+                  '+ DKSA = DKSAN, 7 frames'):
+        assert f'| {label}' in report, label
+    assert 'MSFFN uses its neighbours' in report and 'MSFFN temporal gain' in report
+    assert (tmp_path / 'report.png').is_file()
+    fed = torch.load(tmp_path / 'work' / 'weights' / 'msffn_fed_centre_seed0.pth', weights_only=True)['params']
+    own = torch.load(tmp_path / 'work' / 'experiments' / 'video_bench_msffn_seed0' / 'models' / 'net_g_latest.pth',
+                     weights_only=True)['params']
+    assert fed.keys() == {f'net.{k}' for k in own} and all(torch.equal(fed[f'net.{k}'], v) for k, v in own.items())

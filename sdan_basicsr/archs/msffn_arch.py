@@ -148,7 +148,12 @@ class MSFFN(nn.Module):
     No official code exists; these readings are options (defaults in brackets): the MDRB concatenates
     its 3×3 and 5×5 branches before the dilation-2 conv and adds its input after the dilation-3 conv;
     SFT uses SFTGAN's two 1×1 convs per γ/β and F ⊙ (γ + 1) + β; the body has no conv after it (as
-    MSRResNet); ``num_feedback`` [1]; ``attention`` [True]; ``skip_mode`` ['bilinear'].
+    MSRResNet); ``num_feedback`` [1]; ``attention`` [True]; ``skip_mode`` ['bilinear']; ``mask_distance``
+    ['mean']: eq. (8)'s L1 distance over the C channels as a mean. Summed over them as printed (``'sum'``), the
+    distance of freshly initialised 32-channel features is ~5.7 on real footage, so M ≈ 0.007 and the neighbours
+    (and the gradients that would teach the alignment) are all but cut off: after 1000 iterations the network's
+    output did not change when its neighbours were replaced by the centre frame (``bench/video_bench.py``). The mean
+    (~0.18, M ≈ 0.45 at the start) lets the mask start open and learn to close where alignment fails.
 
     The paper's ablations are options too: ``alignment='pcd'`` puts EDVR's PCD alignment (:class:`PCDAlign`) in the
     MDD module's place (Table V); ``fusion='df'`` is the one-stage direct fusion of Table VI: the SFT layers are
@@ -178,6 +183,8 @@ class MSFFN(nn.Module):
         skip_mode (str): Interpolation of the centre-frame skip, 'bilinear' or 'bicubic'. Default: 'bilinear'.
         alignment (str): 'mdd' (the paper's) or 'pcd' (EDVR's, needs h, w divisible by 4). Default: 'mdd'.
         fusion (str): 'sft' (multi-stage, the paper's) or 'df' (one-stage direct fusion). Default: 'sft'.
+        mask_distance (str): The L1 distance of eq. (8) over the channels, 'mean' or 'sum' (as printed).
+            Default: 'mean'.
     """
 
     def __init__(self,
@@ -193,7 +200,8 @@ class MSFFN(nn.Module):
                  attention: bool = True,
                  skip_mode: str = 'bilinear',
                  alignment: str = 'mdd',
-                 fusion: str = 'sft'):
+                 fusion: str = 'sft',
+                 mask_distance: str = 'mean'):
         super().__init__()
         if num_frame < 3 or num_frame % 2 == 0:
             raise ValueError(f'num_frame must be odd (2N+1) and at least 3, got {num_frame}')
@@ -205,6 +213,8 @@ class MSFFN(nn.Module):
             raise ValueError(f"alignment must be 'mdd' or 'pcd', got {alignment!r}")
         if fusion not in ('sft', 'df'):
             raise ValueError(f"fusion must be 'sft' or 'df', got {fusion!r}")
+        if mask_distance not in ('mean', 'sum'):
+            raise ValueError(f"mask_distance must be 'mean' or 'sum', got {mask_distance!r}")
         self.num_in_ch = num_in_ch
         self.num_frame = num_frame
         self.upscale = upscale
@@ -213,6 +223,7 @@ class MSFFN(nn.Module):
         self.skip_mode = skip_mode
         self.alignment = alignment
         self.fusion = fusion
+        self.mask_distance = mask_distance
         num_cond = (num_frame - 1) * num_feat
 
         # TAN: shared feature extraction and MDD alignment
@@ -258,7 +269,9 @@ class MSFFN(nn.Module):
                 continue
             feat_a = self.align(feat[:, i], feat_ref)  # eq. (6)
             if self.attention:  # eqs. (7)-(8)
-                feat_a = feat_a * torch.sigmoid(-(feat_ref - feat_a).abs().sum(dim=1, keepdim=True))
+                dist = (feat_ref - feat_a).abs()
+                dist = dist.mean(dim=1, keepdim=True) if self.mask_distance == 'mean' else dist.sum(dim=1, keepdim=True)
+                feat_a = feat_a * torch.sigmoid(-dist)
             aligned.append(feat_a)
         cond = torch.cat(aligned, dim=1)  # ψ, eq. (3)
         if self.fusion == 'df':  # one-stage: the fused features replace the reference's
