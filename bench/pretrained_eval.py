@@ -168,8 +168,8 @@ def main() -> None:
     parser.add_argument('--weights', default=SHIPPED_WEIGHTS)
     parser.add_argument('--trees', nargs='+', default=['demo', *ROBUST_TREES], choices=['demo', *ROBUST_TREES])
     parser.add_argument('--out', default=osp.join('bench', 'pretrained_eval.md'))
-    parser.add_argument('--figure', default=osp.join('docs', 'figures', 'pretrained_side_by_side.jpg'),
-                        help="side-by-side of the demo tree's first held-out scene")
+    parser.add_argument('--figure', help="side-by-side of the demo tree's first held-out scene (default: the "
+                        "README's docs/figures/pretrained_side_by_side.jpg for the shipped weights, else beside --out)")
     args = parser.parse_args()
     os.chdir(ROOT)
     start = time.time()
@@ -187,7 +187,10 @@ def main() -> None:
         with open(MODEL_CARD, 'w', encoding='utf-8') as f:
             f.write(f'{head}{MARKERS[0]}\n{figures}{MARKERS[1]}{tail}')
     if 'demo' in results:
-        os.makedirs(osp.dirname(args.figure), exist_ok=True)
+        shipped = osp.abspath(args.weights) == SHIPPED_WEIGHTS
+        args.figure = args.figure or (osp.join('docs', 'figures', 'pretrained_side_by_side.jpg') if shipped else
+                                      osp.splitext(args.out)[0] + '_side_by_side.jpg')
+        os.makedirs(osp.dirname(args.figure) or '.', exist_ok=True)
         print(f"side-by-side: {side_by_side('demo', args.figure)}")
 
 
