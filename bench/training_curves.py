@@ -21,7 +21,8 @@ METRIC = re.compile(r'# (\w+): ([-+0-9.eE]+)')
 
 
 def read_validations(folder: str) -> List[Dict[str, float]]:
-    """``[{'iter', 'hours', metric: value, ...}]`` of every validation in the experiment's logs, in order."""
+    """``[{'iter', 'hours', metric: value, ...}]`` of every validation in the experiment's logs, in order (the last
+    of consecutive ones at one iteration)."""
     rows, elapsed = [], 0.
     for log in sorted(glob.glob(osp.join(folder, 'train_*.log')), key=osp.getmtime):
         start = last = None
@@ -44,7 +45,13 @@ def read_validations(folder: str) -> List[Dict[str, float]]:
                     row[metric.group(1)] = float(metric.group(2))
         if start is not None:
             elapsed += (last - start).total_seconds()
-    return [r for r in rows if len(r) > 2]
+    kept = []
+    for r in (r for r in rows if len(r) > 2):
+        if kept and kept[-1]['iter'] == r['iter']:  # BasicSR validates the last weights again after training
+            kept[-1] = r
+        else:
+            kept.append(r)
+    return kept
 
 
 def main() -> None:
