@@ -126,6 +126,11 @@ def train_options(row: str, seed: int, data: str, args) -> dict:
     train.update(_data_paths(data, scale), name='VideoBench', num_frame=num_frame(row), gt_size=args.gt_size[scale],
                  batch_size_per_gpu=args.batch)
     opt['datasets'] = {'train': train}  # no validation: the held-out clips are only tested, after training
+    if args.init:  # continue the same row and seed of an earlier bench: its weights, a fresh cosine period
+        init = osp.join(args.init, 'experiments', opt['name'], 'models', 'net_g_latest.pth')
+        if not osp.isfile(init):
+            raise FileNotFoundError(f'--init {args.init}: no weights of {row} seed {seed} at {init}')
+        opt['path']['pretrain_network_g'] = init
     opt.pop('val', None)
     opt['train'].update(total_iter=args.iters)
     opt['train']['scheduler'].update(periods=[args.iters])
@@ -339,6 +344,8 @@ def main() -> None:
                         '--smoke: experiments/video_bench_smoke)')
     parser.add_argument('--out', help='the report (default bench/video_bench.md; --smoke: <work>/video_bench.md); '
                         'the picture beside it (.png)')
+    parser.add_argument('--init', help='the --work of an earlier bench: every trained row starts from the weights of '
+                        'the same row and seed there and trains --iters more (a longer budget in rounds)')
     parser.add_argument('--smoke', action='store_true', help='prove the bench end to end: tiny clips, a few '
                         'iterations, one seed, a few rows')
     args = parser.parse_args()
@@ -351,6 +358,7 @@ def main() -> None:
     args.batch = args.batch or (1 if smoke else 4)
     args.seeds = args.seeds or ([0] if smoke else [0, 1])
     args.work = osp.abspath(args.work or osp.join(ROOT, 'experiments', 'video_bench_smoke' if smoke else 'video_bench'))
+    args.init = args.init and osp.abspath(args.init)
     args.gt_size = SMOKE_GT_SIZE if smoke else GT_SIZE
     video_set = SMOKE_SET if smoke and not args.data else BENCH_SET
     data = osp.abspath(args.data or (osp.join(args.work, 'data_smoke') if smoke else
@@ -375,7 +383,8 @@ def main() -> None:
         sources[key.split('/')[0]] = sources.get(key.split('/')[0], 0) + 1
     command = 'python bench/video_bench.py' + ' '.join(
         [''] + (['--smoke'] if smoke else []) + [f'--rows {" ".join(args.rows)}', f'--iters {args.iters}',
-                                                 f'--batch {args.batch}', f'--seeds {" ".join(map(str, args.seeds))}'])
+                                                 f'--batch {args.batch}', f'--seeds {" ".join(map(str, args.seeds))}']
+        + ([f'--work {osp.relpath(args.work, ROOT)}', f'--init {osp.relpath(args.init, ROOT)}'] if args.init else []))
     lines = [
         '# Video benchmark: MSFFN (×4) and DKSAN (×16) on held-out clips', '',
         f'Command: `{command}`; {time.strftime("%Y-%m-%d")}; {device_name(torch.device("cpu"))}, '
@@ -383,7 +392,9 @@ def main() -> None:
         f'Data: `{osp.relpath(data, ROOT)}` ({json.dumps(clips_meta["args"])}); training septuplets by source: '
         + ', '.join(f'{k} {v}' for k, v in sources.items()) + '; held-out clips: '
         + ', '.join(f'{c} ({clips_meta["test"][c]["source"]})' for c in clips) + '.', '',
-        f'Budget per trained row: {args.iters} iterations, batch {args.batch}, GT patches '
+        f'Budget per trained row: {args.iters} iterations'
+        + (f' from the weights of the same row and seed in `{osp.relpath(args.init, ROOT)}` (one more cosine period)'
+           if args.init else '') + f', batch {args.batch}, GT patches '
         + ', '.join(f'{g}² at ×{s}' for s, g in args.gt_size.items())
         + ', Adam 4e-4 with cosine decay, Charbonnier loss (the training settings of '
         + ' and '.join(f'`options/{f}`' for f in BASE_OPTIONS.values()) + f'); seeds {args.seeds} (PSNR ± half '
