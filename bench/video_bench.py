@@ -272,10 +272,10 @@ CHECKS = [('msffn', 'bicubic_x4', 1.5, 'MSFFN (7 frames) over bicubic (target �
           ('msffn', 'edvr_m', 0., 'MSFFN over EDVR-M'),
           ('dksan', 'bicubic_x16', 0., 'DKSAN over bicubic at ×16'),
           ('dksan', 'dksan_centre', 0., 'DKSAN temporal gain: 7 frames over the centre frame ×7'),
-          ('msffn', 'msffn_fed_centre', 0., 'MSFFN uses its neighbours: its weights fed 7 frames over fed the centre '
-           'frame ×7'),
-          ('dksan', 'dksan_fed_centre', 0., 'DKSAN uses its neighbours: its weights fed 7 frames over fed the centre '
-           'frame ×7'),
+          ('msffn', 'msffn_fed_centre', 0.1, 'MSFFN uses its neighbours: its weights fed 7 frames over fed the centre '
+           'frame ×7 (≥ 0.1 dB)'),
+          ('dksan', 'dksan_fed_centre', 0.1, 'DKSAN uses its neighbours: its weights fed 7 frames over fed the centre '
+           'frame ×7 (≥ 0.1 dB)'),
           ('dksan_ca', 'dksan_backbone', 0., '+ CA over backbone (Table 3: +0.24 dB)'),
           ('dksan_align', 'dksan_ca', 0., '+ DKC_Align over + CA (Table 3: +0.05 dB)'),
           ('dksan', 'dksan_align', 0., '+ DKSA over + DKC_Align (Table 3: +0.11 dB)')]
