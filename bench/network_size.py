@@ -71,7 +71,7 @@ def main() -> None:
                         metavar='FxB', help='features x residual blocks')
     parser.add_argument('--precision', default='fp32', choices=('fp32', 'bf16'))
     parser.add_argument('--steps', type=int, default=3, help='timed training steps per size (median)')
-    parser.add_argument('--side', type=int, default=512, help='side of the zoomed mosaic')
+    parser.add_argument('--side', type=int, default=512, help='side of the zoomed mosaic (0: no zoom)')
     parser.add_argument('--threads', type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -82,7 +82,7 @@ def main() -> None:
         net = SDAN(num_feat=feat, num_block=block, **RECIPE)
         params = sum(p.numel() for p in net.parameters())
         step = train_step_seconds(net.train(), args.precision, args.steps)
-        per_mp = zoom_seconds_per_mp(net, args.precision, args.side)
+        per_mp = zoom_seconds_per_mp(net, args.precision, args.side) if args.side else float('nan')
         print(f'| {feat}x{block} | {params / 1e3:.0f} k | {step:.2f} | {per_mp:.1f} | {24 * per_mp / 60:.1f} |',
               flush=True)
 
