@@ -178,7 +178,8 @@ def main() -> None:
     with open(args.out, 'w', encoding='utf-8') as f:
         f.write(text)
     print(text)
-    if osp.abspath(args.weights) == SHIPPED_WEIGHTS and set(args.trees) == {'demo', *ROBUST_TREES}:
+    shipped = osp.abspath(args.weights) == SHIPPED_WEIGHTS
+    if shipped and set(args.trees) == {'demo', *ROBUST_TREES}:
         with open(MODEL_CARD, encoding='utf-8') as f:
             card = f.read()
         head, rest = card.split(MARKERS[0])
@@ -187,7 +188,6 @@ def main() -> None:
         with open(MODEL_CARD, 'w', encoding='utf-8') as f:
             f.write(f'{head}{MARKERS[0]}\n{figures}{MARKERS[1]}{tail}')
     if 'demo' in results:
-        shipped = osp.abspath(args.weights) == SHIPPED_WEIGHTS
         args.figure = args.figure or (osp.join('docs', 'figures', 'pretrained_side_by_side.jpg') if shipped else
                                       osp.splitext(args.out)[0] + '_side_by_side.jpg')
         os.makedirs(osp.dirname(args.figure) or '.', exist_ok=True)

@@ -192,14 +192,10 @@ def run_row(row: str, seed: int, data: str, set_args: dict, args) -> dict:
     source = FED_CENTRE.get(row, row)
     trained = ROWS[row][3] is not None and row not in FED_CENTRE
     train_opt = train_options(source, seed, data, args) if ROWS[row][3] else None
-    weights = (osp.join(args.work, 'experiments', train_opt['name'], 'models', 'net_g_latest.pth')
-               if train_opt else None)
-    if row in FED_CENTRE:  # the source row's weights, under CentreFrameRepeat's prefix
-        fed = osp.join(args.work, 'weights', f'{row}_seed{seed}.pth')
-        os.makedirs(osp.dirname(fed), exist_ok=True)
-        params = torch.load(weights, map_location='cpu', weights_only=True)['params']
-        torch.save({'params': {f'net.{k}': v for k, v in params.items()}}, fed)
-        weights = fed
+    trained_weights = (osp.join(args.work, 'experiments', train_opt['name'], 'models', 'net_g_latest.pth')
+                       if train_opt else None)
+    # a fed-centre row tests the source row's weights under CentreFrameRepeat's prefix, written when it is tested
+    weights = osp.join(args.work, 'weights', f'{row}_seed{seed}.pth') if row in FED_CENTRE else trained_weights
     save_img = seed == args.seeds[0] and row in PICTURED
     test_opt = test_options(row, seed, data, weights, save_img)
     record = osp.join(args.work, 'rows', f'{row}_seed{seed}.json')
@@ -215,6 +211,10 @@ def run_row(row: str, seed: int, data: str, set_args: dict, args) -> dict:
         start = time.time()
         _launch('train.py', _write(opts, train_opt['name'], train_opt), args.work)
         seconds = time.time() - start
+    if row in FED_CENTRE:
+        os.makedirs(osp.dirname(weights), exist_ok=True)
+        params = torch.load(trained_weights, map_location='cpu', weights_only=True)['params']
+        torch.save({'params': {f'net.{k}': v for k, v in params.items()}}, weights)
     _launch('test.py', _write(opts, test_opt['name'], test_opt), args.work)
     result = dict(read_video_metrics(args.work, test_opt['name']), seconds=seconds, test=test_opt['name'])
     os.makedirs(osp.dirname(record), exist_ok=True)
