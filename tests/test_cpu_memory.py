@@ -52,9 +52,11 @@ def test_env_turns_it_off():
 
 
 #: 256 MiB freed in the kept heap stays resident until release_free_memory(). Resident bytes: kept after the free;
-#: given back by trim; given back by the free of 512 MiB allocated in outside_heap() after 256 MiB went back to the
-#: heap (its free top is given back on entry, so the block is mapped); given back by the free of a mapped_empty()
-#: tensor, and of its last view, after 256 MiB were freed below a live block (a free block of the request's size).
+#: given back by trim; given back by the free of 1 GiB allocated in outside_heap() after 256 MiB went back to the
+#: heap (its free top is given back on entry, and no free block of the heap can serve it: the two 256 MiB blocks freed
+#: may lie side by side, and glibc serves a request they cover from them, as the docstring says); given back by the
+#: free of a mapped_empty() tensor, and of its last view, after 256 MiB were freed below a live block (a free block of
+#: the request's size).
 CHILD_HEAP = """
 import torch
 from sdan_basicsr.utils.cpu_memory import mapped_empty, outside_heap, release_free_memory, retain_freed_memory
@@ -71,7 +73,7 @@ trimmed = before - rss()
 a = torch.ones(2**26)
 del a
 with outside_heap():
-    b = torch.ones(2**27)
+    b = torch.ones(2**28)
 before = rss()
 del b
 given_outside = before - rss()
