@@ -22,7 +22,7 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 #: The pages whose commands must run as written.
 COMMAND_PAGES = ['README.md'] + sorted(osp.relpath(p, ROOT) for p in glob.glob(osp.join(ROOT, 'docs', '*.md')))
 #: The pages whose relative links must resolve.
-LINK_PAGES = COMMAND_PAGES + ['CHANGELOG.md', 'bench/RESULTS.md', 'bench/README.md']
+LINK_PAGES = COMMAND_PAGES + ['CHANGELOG.md', 'bench/RESULTS.md', 'bench/README.md', 'bench/demo_options.md']
 #: Launchers of BasicSR's pipelines: script or module as a command names it → is_train.
 PIPELINE_LAUNCHERS = {'sdan_basicsr/train.py': True, 'sdan_basicsr/test.py': False, 'sdan_basicsr.train': True,
                       'sdan_basicsr.test': False, 'basicsr.train': True, 'basicsr.test': False,
