@@ -186,6 +186,14 @@ def read_video_metrics(work: str, name: str) -> dict:
     return metrics
 
 
+def _same_test(kept: dict, test_opt: dict) -> bool:
+    """Whether a kept test answers ``test_opt``: the same options, or the same but for images it saved and
+    ``test_opt`` does not need."""
+    if test_opt['val']['save_img']:
+        return kept == test_opt
+    return kept == dict(test_opt, val=dict(test_opt['val'], save_img=kept['val']['save_img']))
+
+
 def run_row(row: str, seed: int, data: str, set_args: dict, args) -> dict:
     """Train (unless bicubic) and test ``row`` with ``seed``; ``rows/<row>_seed<k>.json`` keeps the result with the
     options and video set it came from, and is reused while they are unchanged."""
@@ -199,15 +207,21 @@ def run_row(row: str, seed: int, data: str, set_args: dict, args) -> dict:
     save_img = seed == args.seeds[0] and row in PICTURED
     test_opt = test_options(row, seed, data, weights, save_img)
     record = osp.join(args.work, 'rows', f'{row}_seed{seed}.json')
+    kept = None
     if osp.isfile(record):
         with open(record, encoding='utf-8') as f:
             kept = json.load(f)
-        if (kept['train_opt'], kept['test_opt'], kept['set']) == (train_opt, test_opt, set_args):
+        if (kept['train_opt'], kept['set']) != (train_opt, set_args):
+            kept = None
+        elif _same_test(kept['test_opt'], test_opt):
             print(f'{row} seed {seed}: reusing {record}', flush=True)
             return kept['result']
     opts = osp.join(args.work, 'options')
     seconds = 0.
-    if trained:
+    if trained and kept is not None and osp.isfile(trained_weights):  # only the test differs (its saved images)
+        seconds = kept['result']['seconds']
+        print(f'{row} seed {seed}: testing the weights trained for {record} again', flush=True)
+    elif trained:
         start = time.time()
         _launch('train.py', _write(opts, train_opt['name'], train_opt), args.work)
         seconds = time.time() - start
