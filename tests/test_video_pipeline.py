@@ -117,3 +117,10 @@ def test_video_bench_smoke(tmp_path):
     own = torch.load(tmp_path / 'work' / 'experiments' / 'video_bench_msffn_seed0' / 'models' / 'net_g_latest.pth',
                      weights_only=True)['params']
     assert fed.keys() == {f'net.{k}' for k in own} and all(torch.equal(fed[f'net.{k}'], v) for k, v in own.items())
+    # seed 0 no longer first: its test saves no images, and its kept row answers it without training again
+    again = subprocess.run([sys.executable, osp.join(REPO_ROOT, 'bench', 'video_bench.py'), '--smoke', '--rows',
+                            'bicubic_x4', 'msffn', '--seeds', '1', '0', '--work', str(tmp_path / 'work'), '--out',
+                            str(tmp_path / 'seeds.md')], env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert 'msffn seed 0: reusing' in again.stdout
+    assert not list((tmp_path / 'work' / 'experiments').glob('*_archived_*'))
