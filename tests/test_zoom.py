@@ -13,6 +13,7 @@ import torch
 from sdan_basicsr.archs.sdan_arch import SDAN
 from sdan_basicsr.data import raw_utils
 from sdan_basicsr.tools import zoom
+from sdan_basicsr.utils import tiled_sdan
 from sdan_basicsr.utils.tiled_sdan import tiled_forward
 
 MOSAIC = (48, 72)
@@ -68,6 +69,23 @@ def test_tiled_on_disk_by_thin_tail_strips(tmp_path):
     torch.testing.assert_close(lean.sr, full.sr, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(lean.offset, full.offset, rtol=1e-5, atol=1e-5)
     assert os.listdir(tmp_path) == []
+
+
+def test_tiled_trim_above(monkeypatch):
+    """``trim_above`` gives the heap's free pages back after a tile of pass 3 only past its resident memory, and the
+    result is the same."""
+    net = _random_offsets_net()
+    x, ref = torch.rand(1, 1, 40, 40), torch.rand(1, 3, 40, 40)
+    calls = []
+    monkeypatch.setattr(tiled_sdan, 'release_free_memory', lambda: calls.append(1))
+    plain = tiled_forward(net, x, ref, tile=16)
+    between_passes = len(calls)
+    assert between_passes == 2
+    trimmed = tiled_forward(net, x, ref, tile=16, trim_above=0)
+    assert len(calls) - between_passes == 2 + 9  # 3 × 3 tiles of pass 3
+    torch.testing.assert_close(trimmed.sr, plain.sr, rtol=0, atol=0)
+    tiled_forward(net, x, ref, tile=16, trim_above=2**50)
+    assert len(calls) - between_passes == 2 * 2 + 9
 
 
 def test_tiled_rejects_per_tap():

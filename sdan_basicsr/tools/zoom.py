@@ -534,7 +534,8 @@ def zoom(raw: str,
                 if tile:
                     result = tiled_forward(net, x, x_rgb, tile, progress=progress, sr_sink=paste,
                                            keep=('mask', 'offset') if save_offsets else (),
-                                           spill_dir=folder if spill else None, tail_rows=zoom_memory.TAIL_ROWS)
+                                           spill_dir=folder if spill else None, tail_rows=zoom_memory.TAIL_ROWS,
+                                           trim_above=expected)  # on a CPU: kept near the expected peak
                 else:
                     with torch.no_grad():
                         result = net(x, x_rgb)

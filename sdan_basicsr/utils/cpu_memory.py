@@ -17,7 +17,8 @@ it. A tiled zoom of a 1-MP mosaic in one 1024² tile (default SDAN, fp32) peaked
 2.44 GiB with glibc's default. Two tools bound it: :func:`outside_heap` serves the allocations made inside it by
 ``mmap`` as glibc does by default (whole-image arrays that live long, and what reading a RAW file allocates and
 frees), so that they neither pin nor fragment the heap; :func:`release_free_memory` (glibc's ``malloc_trim``) gives
-the heap's free pages back to the kernel between phases whose blocks differ (``tiled_forward``'s passes).
+the heap's free pages back to the kernel between phases whose blocks differ (``tiled_forward``'s passes, and its
+tiles of pass 3, whose windows differ in size).
 glibc serves a request from a free block of the heap before it maps new pages, which ``outside_heap`` cannot forbid;
 :func:`mapped_empty` allocates an array that is mapped whatever the heap holds, for the whole image's outputs.
 """
@@ -27,6 +28,8 @@ import math
 import mmap
 import os
 import platform
+import resource
+import sys
 from typing import Iterator, Optional
 
 import torch
@@ -82,6 +85,16 @@ def outside_heap() -> Iterator[None]:
         yield
     finally:
         _libc.mallopt(_M_MMAP_MAX, 0)
+
+
+def resident_memory() -> int:
+    """Bytes of this process's resident memory now (Linux's ``/proc/self/statm``; elsewhere its peak so far)."""
+    try:
+        with open('/proc/self/statm') as f:
+            return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+    except OSError:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == 'darwin' else peak * 1024  # bytes on macOS, KiB elsewhere
 
 
 def release_free_memory() -> None:

@@ -25,12 +25,11 @@ native bf16 it takes 2.5 times fp32's memory (``bench/zoom_memory.py``'s notes),
 """
 import os
 import re
-import resource
-import sys
 from functools import lru_cache
 from typing import Dict, NamedTuple, Optional, Tuple
 
 from sdan_basicsr.archs.sdan_arch import CPA_PACKING, SDAN
+from sdan_basicsr.utils.cpu_memory import resident_memory
 from sdan_basicsr.utils.tiled_sdan import tail_halo
 
 #: Fitted coefficients (bytes per unit) of the terms of :func:`terms`: ``bench/zoom_memory.py --fit`` on its grid of
@@ -163,16 +162,6 @@ def plan(net: SDAN, size: Tuple[int, int], precision: str, budget: int, save_off
     tile = best[spill]
     return MemoryPlan(tile, spill or not tile,
                       expected_peak(net, size, tile or TILE_STEP, precision, spill or not tile, save_offsets, base))
-
-
-def resident_memory() -> int:
-    """Bytes of this process's resident memory now (Linux's ``/proc/self/statm``; elsewhere its peak so far)."""
-    try:
-        with open('/proc/self/statm') as f:
-            return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
-    except OSError:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak if sys.platform == 'darwin' else peak * 1024  # bytes on macOS, KiB elsewhere
 
 
 @lru_cache(maxsize=1)
