@@ -535,7 +535,7 @@ def zoom(raw: str,
                     result = tiled_forward(net, x, x_rgb, tile, progress=progress, sr_sink=paste,
                                            keep=('mask', 'offset') if save_offsets else (),
                                            spill_dir=folder if spill else None, tail_rows=zoom_memory.TAIL_ROWS,
-                                           trim_above=expected)  # on a CPU: kept near the expected peak
+                                           trim_above=expected)  # on a CPU: pages given back past the expected peak
                 else:
                     with torch.no_grad():
                         result = net(x, x_rgb)
