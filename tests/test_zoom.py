@@ -71,6 +71,19 @@ def test_tiled_on_disk_by_thin_tail_strips(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_tiled_windows_have_one_shape():
+    """Every tile's window of a kind has one shape, at the image's edges and for the ragged last tiles too (the kept
+    heap then reuses one tile's blocks for the next): the body's (pass 3), offset_conv3's (Θ, pass 3) and
+    offset_conv1's (one per pass 1 and 2, and pass 3 reads CPA2's kept input instead)."""
+    net = _random_offsets_net()
+    shapes = {'body': set(), 'offset_conv3': set(), 'offset_conv1': set()}
+    for name in shapes:
+        module = net.get_submodule('align.' + name if name != 'body' else name)
+        module.register_forward_pre_hook(lambda m, args, name=name: shapes[name].add(tuple(args[0].shape[2:])))
+    tiled_forward(net, torch.rand(1, 1, 54, 77), torch.rand(1, 3, 54, 77), tile=16)
+    assert {name: len(s) for name, s in shapes.items()} == {'body': 1, 'offset_conv3': 1, 'offset_conv1': 2}, shapes
+
+
 def test_tiled_trim_above(monkeypatch):
     """``trim_above`` gives the heap's free pages back after a tile of pass 3 only past its resident memory, and the
     result is the same."""
@@ -240,8 +253,12 @@ def test_nothing_half_written_on_failure(files, capsys, monkeypatch):
 
 @pytest.mark.parametrize('precision', ['bf16', 'fp16'])
 def test_tiled_equals_untiled_in_low_precision(precision):
-    """Under autocast, tiled == untiled within the precision's rounding, and both stay close to float32."""
-    from sdan_basicsr.utils.precision import autocast
+    """Under autocast, tiled == untiled within the precision's rounding, and both stay close to float32.
+
+    A tile's window has another shape than the whole image, so its convolutions sum in another order: a sum that
+    rounds the other way in a 16-bit stage moves a few outputs by up to one unit in the last place of the largest
+    output (``eps`` × the largest; measured: 0.6 of it in bf16), while the mean difference stays far below."""
+    from sdan_basicsr.utils.precision import PRECISIONS, autocast
 
     net = _random_offsets_net(image_skip=True).to(memory_format=torch.channels_last)
     x, ref = torch.rand(1, 1, 54, 77), torch.rand(1, 3, 54, 77)
@@ -251,12 +268,14 @@ def test_tiled_equals_untiled_in_low_precision(precision):
             full = net(x, ref)
     with autocast('cpu', precision):
         tiled = tiled_forward(net, x, ref, tile=16)
+    eps = torch.finfo(PRECISIONS[precision]).eps
     for name, a, b, c in zip(full._fields, full, tiled, exact):
         assert a.dtype == b.dtype, name
         scale = c.abs().max().clamp_min(1e-12)
-        tiled_err = ((a.float() - b.float()).abs().max() / scale).item()
+        tiled_err = (a.float() - b.float()).abs() / scale
         fp32_err = ((a.float() - c).abs().max() / scale).item()
-        assert tiled_err <= 2e-3 and fp32_err <= 2e-2, f'{name}: tiled {tiled_err:.1e}, vs fp32 {fp32_err:.1e}'
+        assert tiled_err.max() <= eps and tiled_err.mean() <= 1e-4 and fp32_err <= 2e-2, \
+            f'{name}: tiled {tiled_err.max():.1e} (mean {tiled_err.mean():.1e}), vs fp32 {fp32_err:.1e}'
     assert full.offset.dtype == full.mask.dtype == full.aligned.dtype == torch.float32  # SDAN's float32 stages
 
 

@@ -53,6 +53,15 @@ def _grow(box: Box, by: int, size: Tuple[int, int], align: int = 1) -> Box:
             max(0, (x0 - by) // align * align), min(w, -(-(x1 + by) // align) * align))
 
 
+def _fit(window: Box, side: Tuple[int, int], size: Tuple[int, int]) -> Box:
+    """``window`` lengthened to ``side`` (h, w; at most the image's) inwards from an image edge: the window of a tile
+    at an edge, or of a shorter last tile, gets the shape of an inner tile's (``side``)."""
+    y0, y1, x0, x1 = window
+    (side_h, side_w), (h, w) = side, size
+    y0, x0 = max(0, min(y0, h - side_h)), max(0, min(x0, w - side_w))
+    return y0, max(y1, min(h, y0 + side_h)), x0, max(x1, min(w, x0 + side_w))
+
+
 def _crop(t: torch.Tensor, window: Box, box: Box, scale: int = 1) -> torch.Tensor:
     """The part of ``t`` (computed on ``window``) that lies on ``box`` (inside ``window``), at ``scale``× the grid."""
     return t[..., scale * (box[0] - window[0]):scale * (box[1] - window[0]),
@@ -169,11 +178,19 @@ class _FeatureStore:
 
 
 class _TiledSDAN:
-    """The passes of :func:`tiled_forward` over one padded image."""
+    """The passes of :func:`tiled_forward` over one padded image in tiles of ``tile`` (h, w; multiples of 8).
 
-    def __init__(self, net: SDAN, x: torch.Tensor, ref: torch.Tensor, spill_dir: Optional[str] = None,
-                 tail_rows: Optional[int] = None):
+    Every window a pass computes on has one shape for all the tiles (:meth:`window`), the shape of an inner tile's:
+    at an image edge, and for the last partial tile of a row or column, the window reaches further into the image
+    instead of being cut. Where freed memory is kept for reuse, the next tile then reuses the blocks the last one
+    freed; windows of several sizes left blocks that no later tile reused, resident, and new shapes added cached
+    kernels between them (a 24-MP zoom of the 64×16 network peaked at 11.1 GiB against 7.6 expected).
+    """
+
+    def __init__(self, net: SDAN, x: torch.Tensor, ref: torch.Tensor, tile: Tuple[int, int],
+                 spill_dir: Optional[str] = None, tail_rows: Optional[int] = None):
         self.net = net
+        self.tile = tile
         self.tail_rows = tail_rows
         self.align = net.align
         self.x = x
@@ -185,6 +202,16 @@ class _TiledSDAN:
         #: instead of running the offset branch a third time (C channels of the image in the autocast dtype)
         self.att2_input = _FeatureStore(self.size, spill_dir)
         self.tail_halo = tail_halo(net)
+        #: the largest |Θ| met so far in pass 3 (F^X is read this far around every window from then on)
+        self.reach = 0
+
+    def window(self, box: Box, by: int, side: Tuple[int, int]) -> Tuple[Box, Tuple[int, int]]:
+        """The window around ``box`` that reads ``by`` pixels beyond it, rounded out to CPA's 8×8 blocks, with the
+        shape of the same window around an inner box of ``side`` (h, w: a tile, or an inner tile's window):
+        (window, its shape before the image cuts it)."""
+        margin = 2 * -(-by // CPA_PACKING) * CPA_PACKING
+        side = (side[0] + margin, side[1] + margin)
+        return _fit(_grow(box, by, self.size, CPA_PACKING), side, self.size), side
 
     def ref_window(self, box: Box) -> torch.Tensor:
         """The network's reference on ``box``: with ``flip_ref``, the flips of the *whole* image, gathered."""
@@ -217,26 +244,25 @@ class _TiledSDAN:
     def statistics(self, stage: int, box: Box) -> None:
         """Pass 1 or 2: add the tile's own part of the attention statistic of stage ``stage``; pass 2 also keeps
         the tile's own CPA2 input in :attr:`att2_input`."""
-        depth = _DEPTH_ATT1 if stage == 1 else _DEPTH_ATT2
-        window = _grow(box, depth, self.size, CPA_PACKING)
+        window, _ = self.window(box, _DEPTH_ATT1 if stage == 1 else _DEPTH_ATT2, self.tile)
         feat = _crop(self.offset_branch(window, stage), window, box)
         self.att[stage - 1].accumulate(feat)
         if stage == 2:
             self.att2_input.put(box, feat)
 
-    def theta(self, box: Box) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """(Θ, modulation or None) on ``box``: A₂ and the offset head on the kept CPA2 input around it (one pixel
-        for offset_conv3, rounded out to CPA's 8×8 blocks), which is exact everywhere."""
-        window = _grow(box, 1, self.size, CPA_PACKING)
+    def theta(self, box: Box, side: Tuple[int, int]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """(Θ, modulation or None) on ``box`` (a window of ``side``): A₂ and the offset head on the kept CPA2 input
+        around it (one pixel for offset_conv3, rounded out to CPA's 8×8 blocks), which is exact everywhere."""
+        window, _ = self.window(box, 1, side)
         feat = self.att2_input.get(window)
         theta, mask = self.align.offset_head(F.relu(self.att[1].apply(feat)))  # not in place: feat is the kept map
         return _crop(theta, window, box), None if mask is None else _crop(mask, window, box)
 
-    def aligned_features(self, box: Box) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(F^X', Θ) on ``box``; F^X is read as far as the largest |Θ| on ``box`` reaches."""
-        theta, mask = self.theta(box)
-        reach = math.ceil(theta.abs().max().item()) if theta.numel() else 0
-        source = _grow(box, reach + _DCN_MARGIN, self.size)
+    def aligned_features(self, box: Box, side: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(F^X', Θ) on ``box`` (a window of ``side``); F^X is read as far as the largest |Θ| so far reaches."""
+        theta, mask = self.theta(box, side)
+        self.reach = max(self.reach, math.ceil(theta.abs().max().item()) if theta.numel() else 0)
+        source, _ = self.window(box, self.reach + _DCN_MARGIN, side)
         dcn = self.align.dcn
         k = dcn.weight.shape[-1]
         # conv-then-warp: (w ∗ F^X) on source ± k//2, sampled bilinearly (zeros outside) at p + Θ(p)
@@ -259,8 +285,8 @@ class _TiledSDAN:
     def outputs(self, box: Box) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Pass 3: (X~, X', Θ) on ``box``."""
         net = self.net
-        grown = _grow(box, self.tail_halo, self.size)
-        aligned_feat, theta = self.aligned_features(grown)
+        grown, side = self.window(box, self.tail_halo, self.tile)
+        aligned_feat, theta = self.aligned_features(grown, side)
         aligned = run_in_float32(net.conv_aligned, aligned_feat)
         feat = net.conv_body(net.body(aligned_feat)) + aligned_feat
         del aligned_feat
@@ -272,9 +298,15 @@ class _TiledSDAN:
         return _crop(sr, grown, box, net.upscale), _crop(aligned, grown, box), _crop(theta, grown, box)
 
 
-def _tiles(size: Tuple[int, int], tile: int) -> List[Box]:
-    h, w = size
-    return [(y, min(y + tile, h), x, min(x + tile, w)) for y in range(0, h, tile) for x in range(0, w, tile)]
+def _tile_shape(size: Tuple[int, int], tile: int) -> Tuple[int, int]:
+    """The tiles' (h, w) on an image of ``size``: as many per axis as tiles of at most ``tile`` need, as equal as
+    CPA's 8×8 blocks allow (every window has an inner tile's shape, so a short last tile would cost a whole one)."""
+    return tuple(-(-n // (-(-n // tile) * CPA_PACKING)) * CPA_PACKING for n in size)
+
+
+def _tiles(size: Tuple[int, int], shape: Tuple[int, int]) -> List[Box]:
+    (h, w), (th, tw) = size, shape
+    return [(y, min(y + th, h), x, min(x + tw, w)) for y in range(0, h, th) for x in range(0, w, tw)]
 
 
 def _validity_mask(theta: torch.Tensor, box: Box, size: Tuple[int, int]) -> torch.Tensor:
@@ -298,9 +330,10 @@ def tiled_forward(net: SDAN,
                   trim_above: Optional[int] = None) -> SDANOutput:
     """``net(x, ref)`` computed tile by tile, exactly (to float rounding), with memory set by ``tile``.
 
-    The input is padded as :meth:`SDAN.forward` pads it, then three passes run over tiles of ``tile`` × ``tile``
-    input pixels aligned to CPA's 8×8 blocks (where freed memory is kept for reuse, the heap's free pages are given
-    back between passes and, past ``trim_above``, after a tile of pass 3; the whole image's maps are allocated outside
+    The input is padded as :meth:`SDAN.forward` pads it, then three passes run over tiles of at most ``tile`` ×
+    ``tile`` input pixels, as equal as CPA's 8×8 blocks allow, every window of a pass in one shape (at the image's
+    edges a window reaches further in; where freed memory is kept for reuse, the heap's free pages are given back
+    between passes and, past ``trim_above``, after a tile of pass 3; the whole image's maps are allocated outside
     the heap: ``cpu_memory``):
 
     1. per tile (plus the halo of two 3×3 convs): features up to CPA1's input; the tile's own packed columns add
@@ -320,7 +353,7 @@ def tiled_forward(net: SDAN,
         net (SDAN): The network (any ``in_format``, ``flip_ref``, ``modulation``, squared offsets).
         x (Tensor): Input (N, C, h, w) as for ``net``.
         ref (Tensor): Reference (N, 3, h, w).
-        tile (int): Tile side in input pixels, rounded up to a multiple of 8. Default: 512.
+        tile (int): Largest tile side in input pixels, rounded up to a multiple of 8. Default: 512.
         progress (bool): Show a tqdm bar over the tiles of the three passes. Default: False.
         sr_sink (callable | None): Receives ``(row, col, sr_tile)`` (output pixels of the unpadded image) for
             every tile instead of having X~ assembled; the returned ``sr`` is then None. Default: None.
@@ -333,11 +366,10 @@ def tiled_forward(net: SDAN,
             the largest of a tile; fewer rows take less memory and recompute 2 rows each side of every strip).
             Default: None (the network's ``tail_chunk``).
         trim_above (int | None): After a tile of pass 3, give the kept heap's free pages back when the process's
-            resident memory is above this many bytes: windows differ in size (image edges, the deformable halo), and
-            blocks one window freed that the next does not reuse stay resident and add up over a large image's
-            tiles (a 24-MP zoom of the 64×16 network peaked at 11.1 GiB without, 6.1 GiB giving them back after
-            every tile). Every release costs the next tile its page faults (+21 % time for the 16×8 network).
-            0: after every tile. Default: None (never).
+            resident memory is above this many bytes: a bound for blocks freed that later tiles do not reuse (with
+            the windows in one shape, few: see :class:`_TiledSDAN`). Every release costs the next tile its page
+            faults (+21 % time for the 16×8 network giving them back after every tile). 0: after every tile.
+            Default: None (never).
 
     Returns:
         SDANOutput: ``(sr, aligned, mask, offset)`` as ``net(x, ref)`` returns them, None for those not kept.
@@ -356,8 +388,9 @@ def tiled_forward(net: SDAN,
     n, _, h, w = x.shape
     with outside_heap():  # the whole image's padded copies live through the passes
         x_pad, ref_pad = pad_to_multiple(net.encode_input(x), CPA_PACKING), pad_to_multiple(ref, CPA_PACKING)
-    run = _TiledSDAN(net, x_pad, ref_pad, spill_dir, tail_rows)
-    tiles = _tiles(run.size, tile)
+    shape = _tile_shape(tuple(x_pad.shape[2:]), tile)
+    run = _TiledSDAN(net, x_pad, ref_pad, shape, spill_dir, tail_rows)
+    tiles = _tiles(run.size, shape)
     # leave=None: the bar stays when it is the only one, and goes when it is nested in a bar over files
     bar = tqdm(total=3 * len(tiles), unit='tile', disable=not progress, leave=None)
     try:
