@@ -678,8 +678,8 @@ def _parser() -> argparse.ArgumentParser:
                         help='memory the zoom may take on a CPU, e.g. 6G: the tile is the largest whose expected '
                         f'peak fits (default: {zoom_memory.DEFAULT_SHARE * 100:.0f}%% of the memory available at '
                         'start)')
-    parser.add_argument('--tile', type=int, help='tile side in input pixels, 0 = untiled (default: chosen by '
-                        '--max-memory on a CPU, 512 on a GPU)')
+    parser.add_argument('--tile', type=int, help='largest tile side in input pixels (the tiles are made as equal as '
+                        "CPA's 8x8 blocks allow), 0 = untiled (default: chosen by --max-memory on a CPU, 512 on a GPU)")
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu', choices=('cpu', 'cuda'))
     parser.add_argument('--precision', default='auto', choices=('auto', *PRECISIONS),
                         help='auto: bf16 on a CPU with native bf16 or a CUDA GPU that has it, fp16 on other GPUs, '
