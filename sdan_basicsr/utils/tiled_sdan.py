@@ -178,7 +178,7 @@ class _FeatureStore:
 
 
 class _TiledSDAN:
-    """The passes of :func:`tiled_forward` over one padded image in tiles of ``tile`` (h, w; multiples of 8).
+    """The passes of :func:`tiled_forward` over one padded image in tiles of at most ``tile`` (:func:`_tile_shape`).
 
     Every window a pass computes on has one shape for all the tiles (:meth:`window`), the shape of an inner tile's:
     at an image edge, and for the last partial tile of a row or column, the window reaches further into the image
@@ -187,15 +187,16 @@ class _TiledSDAN:
     kernels between them (a 24-MP zoom of the 64×16 network peaked at 11.1 GiB against 7.6 expected).
     """
 
-    def __init__(self, net: SDAN, x: torch.Tensor, ref: torch.Tensor, tile: Tuple[int, int],
-                 spill_dir: Optional[str] = None, tail_rows: Optional[int] = None):
+    def __init__(self, net: SDAN, x: torch.Tensor, ref: torch.Tensor, tile: int, spill_dir: Optional[str] = None,
+                 tail_rows: Optional[int] = None):
         self.net = net
-        self.tile = tile
         self.tail_rows = tail_rows
         self.align = net.align
         self.x = x
         self.ref = ref
         self.size = tuple(x.shape[2:])
+        #: the tiles' (h, w), multiples of 8
+        self.tile = _tile_shape(self.size, tile)
         self.att = [_GlobalAttention(net.align.offset_att1, x.shape[0]),
                     _GlobalAttention(net.align.offset_att2, x.shape[0])]
         #: CPA2's input on the whole image, filled by pass 2 from every tile's own box; pass 3 reads Θ's input here
@@ -388,9 +389,8 @@ def tiled_forward(net: SDAN,
     n, _, h, w = x.shape
     with outside_heap():  # the whole image's padded copies live through the passes
         x_pad, ref_pad = pad_to_multiple(net.encode_input(x), CPA_PACKING), pad_to_multiple(ref, CPA_PACKING)
-    shape = _tile_shape(tuple(x_pad.shape[2:]), tile)
-    run = _TiledSDAN(net, x_pad, ref_pad, shape, spill_dir, tail_rows)
-    tiles = _tiles(run.size, shape)
+    run = _TiledSDAN(net, x_pad, ref_pad, tile, spill_dir, tail_rows)
+    tiles = _tiles(run.size, run.tile)
     # leave=None: the bar stays when it is the only one, and goes when it is nested in a bar over files
     bar = tqdm(total=3 * len(tiles), unit='tile', disable=not progress, leave=None)
     try:
