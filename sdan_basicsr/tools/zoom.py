@@ -38,7 +38,7 @@ from sdan_basicsr.utils.cpu_memory import mapped_empty, outside_heap, retain_fre
 from sdan_basicsr.utils.disk_array import DiskArray
 from sdan_basicsr.utils.image_writer import srgb_profile, write_image
 from sdan_basicsr.utils.precision import PRECISIONS, auto_precision, autocast
-from sdan_basicsr.utils.tiled_sdan import tiled_forward
+from sdan_basicsr.utils.tiled_sdan import tile_shape, tiled_forward
 from sdan_basicsr.weights import NETWORK_KEY, SHIPPED_WEIGHTS
 
 #: Output formats by extension.
@@ -490,6 +490,7 @@ def zoom(raw: str,
         with outside_heap():  # the whole image's arrays, and LibRaw's, are no part of the tiles' kept heap
             x, x_rgb, wb, flip, exif = read_inputs(raw, net.in_format, ref)
         h, w = x.shape[2:]
+        tiles = lambda t: f'tile {t} ({"x".join(map(str, tile_shape((h, w), t)))} tiles)' if t else 'untiled'  # noqa
         expected = None
         if tile is None and on_cpu:
             budget = zoom_memory.default_budget() if max_memory is None else max_memory
@@ -498,11 +499,11 @@ def zoom(raw: str,
                 raise ZoomError(f'zooming {raw} ({w}x{h}) needs about {expected / 2**30:.1f} GiB even in the '
                                 f'smallest tile, more than the {budget / 2**30:.1f} GiB of --max-memory')
             spill = planned_spill if spill is None else spill
-            log(f'{raw}: tile {tile}, expected peak {expected / 2**30:.2f} GiB of {budget / 2**30:.2f} GiB'
+            log(f'{raw}: {tiles(tile)}, expected peak {expected / 2**30:.2f} GiB of {budget / 2**30:.2f} GiB'
                 + (" (CPA2's input on disk)" if spill else ''))
         elif on_cpu:
             expected = zoom_memory.expected_peak(net, (h, w), tile, precision, bool(spill), save_offsets)
-            log(f'{raw}: tile {tile or "none (untiled)"}, expected peak {expected / 2**30:.2f} GiB')
+            log(f'{raw}: {tiles(tile)}, expected peak {expected / 2**30:.2f} GiB')
         elif tile is None:
             tile = 512
         spill = bool(spill) and bool(tile)

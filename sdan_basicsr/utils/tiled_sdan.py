@@ -178,7 +178,7 @@ class _FeatureStore:
 
 
 class _TiledSDAN:
-    """The passes of :func:`tiled_forward` over one padded image in tiles of at most ``tile`` (:func:`_tile_shape`).
+    """The passes of :func:`tiled_forward` over one padded image in tiles of at most ``tile`` (:func:`tile_shape`).
 
     Every window a pass computes on has one shape for all the tiles (:meth:`window`), the shape of an inner tile's:
     at an image edge, and for the last partial tile of a row or column, the window reaches further into the image
@@ -196,7 +196,7 @@ class _TiledSDAN:
         self.ref = ref
         self.size = tuple(x.shape[2:])
         #: the tiles' (h, w), multiples of 8
-        self.tile = _tile_shape(self.size, tile)
+        self.tile = tile_shape(self.size, tile)
         self.att = [_GlobalAttention(net.align.offset_att1, x.shape[0]),
                     _GlobalAttention(net.align.offset_att2, x.shape[0])]
         #: CPA2's input on the whole image, filled by pass 2 from every tile's own box; pass 3 reads Θ's input here
@@ -299,10 +299,12 @@ class _TiledSDAN:
         return _crop(sr, grown, box, net.upscale), _crop(aligned, grown, box), _crop(theta, grown, box)
 
 
-def _tile_shape(size: Tuple[int, int], tile: int) -> Tuple[int, int]:
-    """The tiles' (h, w) on an image of ``size``: as many per axis as tiles of at most ``tile`` need, as equal as
-    CPA's 8×8 blocks allow (every window has an inner tile's shape, so a short last tile would cost a whole one)."""
-    return tuple(-(-n // (-(-n // tile) * CPA_PACKING)) * CPA_PACKING for n in size)
+def tile_shape(size: Tuple[int, int], tile: int) -> Tuple[int, int]:
+    """The tiles' (h, w) that :func:`tiled_forward` cuts an image of ``size`` into for ``tile``: as many per axis as
+    tiles of at most ``tile`` need (both rounded up to CPA's 8×8 blocks), as equal as the blocks allow (every window
+    has an inner tile's shape, so a short last tile would cost a whole one)."""
+    blocks = lambda v: -(-v // CPA_PACKING)  # noqa: E731
+    return tuple(-(-blocks(n) // -(-blocks(n) // blocks(tile))) * CPA_PACKING for n in size)
 
 
 def _tiles(size: Tuple[int, int], shape: Tuple[int, int]) -> List[Box]:

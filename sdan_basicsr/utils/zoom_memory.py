@@ -5,16 +5,16 @@ A zoom's peak resident memory is modelled as
     peak ≈ base + exit + [C·P·bytes] + [12·G²·s²]
            + margin · (a + d·P + b·G²·C·4 + e·G²·s² + f·(r + 4)·G·C·4·s²)
 
-with P the mosaic's pixels, C the network's feature channels, s its scale, ``bytes`` the size of a feature value in
-the precision that runs, G the side of a tile's window in pass 3 (the tile and its halo, at most the image) and r the
-rows of the tail's strips (:data:`TAIL_ROWS`). ``base`` is the process before the zoom (Python, PyTorch, the
-weights: 1.0 GiB with PyTorch's CUDA build), measured, and ``exit`` what Python's teardown adds; the bracket is CPA2's
-input, kept for the whole image between the tiled passes unless it goes to disk; the second, with ``image_skip``,
-X' of a tile's window upsampled to s² (3 float32 channels beside the window's output); ``d · P`` the whole
-mosaic's arrays (the network's inputs, the reference, the output averaged for the colour fit, the RAW file's
-reading and the fit's copies); the last three one tile's working set (its window's feature maps, its output at s²,
-the tail's strips across it). The zoomed image itself never is in memory: tiles go to a temporary file and are
-encoded from there by strips.
+with P the mosaic's pixels, C the network's feature channels, s its scale, ``bytes`` the size of a feature value in the
+precision that runs, G the side of a tile's window in pass 3 (a tile as the image is cut into equal ones, and its halo,
+at most the image) and r the rows of the tail's strips (:data:`TAIL_ROWS`). ``base`` is the process before the zoom
+(Python, PyTorch, the weights: 1.0 GiB with PyTorch's CUDA build), measured, and ``exit`` what Python's teardown adds;
+the bracket is CPA2's input, kept for the whole image between the tiled passes unless it goes to disk; the second, with
+``image_skip``, X' of a tile's window upsampled to s² (3 float32 channels beside the window's output); ``d · P`` the
+whole mosaic's arrays (the network's inputs, the reference, the output averaged for the colour fit, the RAW file's
+reading and the fit's copies); the last three one tile's working set (its window's feature maps, its output at s², the
+tail's strips across it). The zoomed image itself never is in memory: tiles go to a temporary file and are encoded from
+there by strips.
 
 The constants were fitted (non-negative least squares) on the peaks of real zooms, each in a fresh process with freed
 memory kept for reuse as ``sdan-zoom`` keeps it (``bench/zoom_memory.py --fit``), and the margin covers the largest
@@ -30,14 +30,14 @@ from typing import Dict, NamedTuple, Optional, Tuple
 
 from sdan_basicsr.archs.sdan_arch import CPA_PACKING, SDAN
 from sdan_basicsr.utils.cpu_memory import resident_memory
-from sdan_basicsr.utils.tiled_sdan import tail_halo
+from sdan_basicsr.utils.tiled_sdan import tail_halo, tile_shape
 
 #: Fitted coefficients (bytes per unit) of the terms of :func:`terms`: ``bench/zoom_memory.py --fit`` on its grid of
-#: fp32 runs (2-core AMD EPYC, 2026-12-05; 0.2-6.3 MP mosaics, 8 to 64 feature channels, tiles 128-1024).
-COEFFICIENTS = {'process': 43.9e6, 'mosaic': 55.19, 'window_features': 6.772, 'window_output': 6.72, 'tail': 5.034}
-#: The fitted part of the model is multiplied by this: the largest measured / fitted ratio of the grid was 1.297, and
-#: one configuration measured three times spread by ±9 %.
-MARGIN = 1.35
+#: fp32 runs (2-core AMD EPYC, 2026-12-06; 0.2-60 MP mosaics, 8 to 64 feature channels, tiles 128-1024).
+COEFFICIENTS = {'process': 58.5e6, 'mosaic': 32.77, 'window_features': 7.693, 'window_output': 11.59, 'tail': 5.11}
+#: The fitted part of the model is multiplied by this: the largest measured / fitted ratio of the grid was 1.481 (the
+#: 64 x 16 network's smallest tile), and one configuration measured three times spread by ±9 %.
+MARGIN = 1.5
 #: What the process's peak grows by after the zoom, as its parent sees it (``RUSAGE_CHILDREN``): Python's teardown at
 #: exit touched 0.03-0.12 GiB more in the runs measured.
 EXIT_BYTES = int(0.15 * 2**30)
@@ -81,7 +81,8 @@ def terms(net: SDAN, size: Tuple[int, int], tile: int, precision: str, spill: bo
     pixel), X' of the window upsampled with ``image_skip`` (12 bytes an output pixel; the fit's networks had none).
     Fitted: ``process`` (1), ``mosaic`` (P), ``window_features`` (G² · C · 4), ``window_output`` (G² · s²), ``tail``
     ((:data:`TAIL_ROWS` + 4) · G · C · 4 · s², the tail's strips across the window), with G the side of a tile's
-    window in pass 3 (the tile and :func:`halo` on both sides, at most the image's side).
+    window in pass 3 (a tile as :func:`~sdan_basicsr.utils.tiled_sdan.tile_shape` cuts the image, and :func:`halo`
+    on both sides, at most the image's side).
 
     Args:
         net (SDAN): The network.
@@ -98,8 +99,7 @@ def terms(net: SDAN, size: Tuple[int, int], tile: int, precision: str, spill: bo
     pixels = h * w
     channels, scale = net.conv_body.out_channels, net.upscale
     if tile:
-        tile = -(-tile // CPA_PACKING) * CPA_PACKING
-        side_h, side_w = (min(tile + 2 * halo(net), v) for v in (h, w))
+        side_h, side_w = (min(t + 2 * halo(net), v) for t, v in zip(tile_shape((h, w), tile), (h, w)))
     else:
         side_h, side_w, spill = h, w, True  # untiled: no map is kept between passes
     exact = (0 if spill else channels * pixels * feature_bytes(precision)) + 12 * pixels * save_offsets
