@@ -387,7 +387,6 @@ def tiled_forward(net: SDAN,
     if set(keep) - set(LOW_RES_OUTPUTS):
         raise ValueError(f'keep must name outputs of {LOW_RES_OUTPUTS}, got {tuple(keep)}')
     net._check(x, ref)
-    tile = -(-tile // CPA_PACKING) * CPA_PACKING
     n, _, h, w = x.shape
     with outside_heap():  # the whole image's padded copies live through the passes
         x_pad, ref_pad = pad_to_multiple(net.encode_input(x), CPA_PACKING), pad_to_multiple(ref, CPA_PACKING)
