@@ -97,8 +97,8 @@ def test_tile_shape_is_what_tiled_forward_cuts(monkeypatch):
 
 
 def test_tiled_trim_above(monkeypatch):
-    """``trim_above`` gives the heap's free pages back after a tile of pass 3 only past its resident memory, and the
-    result is the same."""
+    """``trim_above`` gives the heap's free pages back after a module of the network only past its resident memory,
+    so that a tile's blocks cannot pile up past it; the hooks go with the run, and the result is the same."""
     net = _random_offsets_net()
     x, ref = torch.rand(1, 1, 40, 40), torch.rand(1, 3, 40, 40)
     calls = []
@@ -106,11 +106,17 @@ def test_tiled_trim_above(monkeypatch):
     plain = tiled_forward(net, x, ref, tile=16)
     between_passes = len(calls)
     assert between_passes == 2
+    modules = []
+    hook = net.body.register_forward_hook(lambda *_: modules.append(1))
     trimmed = tiled_forward(net, x, ref, tile=16, trim_above=0)
-    assert len(calls) - between_passes == 2 + 9  # 3 × 3 tiles of pass 3
+    assert len(modules) == 9  # the body runs once a tile of pass 3 (3 × 3 tiles)
+    assert len(calls) - 2 * between_passes > 9 * len(list(net.body.modules()))  # after every module of every tile
     torch.testing.assert_close(trimmed.sr, plain.sr, rtol=0, atol=0)
+    hook.remove()
+    assert all(not m._forward_hooks for m in net.modules())
+    before = len(calls)
     tiled_forward(net, x, ref, tile=16, trim_above=2**50)
-    assert len(calls) - between_passes == 2 * 2 + 9
+    assert len(calls) - before == between_passes
 
 
 def test_tiled_rejects_per_tap():

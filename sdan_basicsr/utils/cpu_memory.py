@@ -18,8 +18,9 @@ it. A tiled zoom of a 1-MP mosaic in one 1024² tile (default SDAN, fp32) peaked
 ``mmap`` as glibc does by default (whole-image arrays that live long, and what reading a RAW file allocates and
 frees), so that they neither pin nor fragment the heap; :func:`release_free_memory` (glibc's ``malloc_trim``) gives
 the heap's free pages back to the kernel between phases whose blocks differ (``tiled_forward``'s passes, and past its
-``trim_above`` its tiles of pass 3). Blocks of one size are reused best: ``tiled_forward`` gives every tile's window of
-a pass one shape.
+``trim_above`` after any module of the network). Blocks of one size are reused best: ``tiled_forward`` gives every
+tile's window of a pass one shape. With two threads or more the heap's growth varies by chance between runs alike (a
+3-MP zoom in bf16, 2 threads: 2.6 to 6.2 GiB; one thread: 3.6 at 6 MP), which the trims bound.
 glibc serves a request from a free block of the heap before it maps new pages, which ``outside_heap`` cannot forbid;
 :func:`mapped_empty` allocates an array that is mapped whatever the heap holds, for the whole image's outputs.
 """

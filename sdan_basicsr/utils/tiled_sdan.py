@@ -336,7 +336,7 @@ def tiled_forward(net: SDAN,
     The input is padded as :meth:`SDAN.forward` pads it, then three passes run over tiles of at most ``tile`` ×
     ``tile`` input pixels, as equal as CPA's 8×8 blocks allow, every window of a pass in one shape (at the image's
     edges a window reaches further in; where freed memory is kept for reuse, the heap's free pages are given back
-    between passes and, past ``trim_above``, after a tile of pass 3; the whole image's maps are allocated outside
+    between passes and, past ``trim_above``, after a module; the whole image's maps are allocated outside
     the heap: ``cpu_memory``):
 
     1. per tile (plus the halo of two 3×3 convs): features up to CPA1's input; the tile's own packed columns add
@@ -368,11 +368,11 @@ def tiled_forward(net: SDAN,
         tail_rows (int | None): Rows of the tail's strips in pass 3 (its 2× and 4× maps across the tile's window are
             the largest of a tile; fewer rows take less memory and recompute 2 rows each side of every strip).
             Default: None (the network's ``tail_chunk``).
-        trim_above (int | None): After a tile of pass 3, give the kept heap's free pages back when the process's
-            resident memory is above this many bytes: a bound for blocks freed that later tiles do not reuse (with
-            the windows in one shape, few: see :class:`_TiledSDAN`). Every release costs the next tile its page
-            faults (+21 % time for the 16×8 network giving them back after every tile). 0: after every tile.
-            Default: None (never).
+        trim_above (int | None): After every module of the network, give the kept heap's free pages back when the
+            process's resident memory is above this many bytes: a bound for blocks freed that later ones do not
+            reuse, which with two threads or more pile up by chance within a tile too (a 3-MP zoom in bf16 peaked
+            at 2.6 to 6.2 GiB in runs alike). Every release costs the next blocks their page faults (+21 % time for
+            the 16×8 network giving them back after every tile). 0: after every module. Default: None (never).
 
     Returns:
         SDANOutput: ``(sr, aligned, mask, offset)`` as ``net(x, ref)`` returns them, None for those not kept.
@@ -392,6 +392,7 @@ def tiled_forward(net: SDAN,
         x_pad, ref_pad = pad_to_multiple(net.encode_input(x), CPA_PACKING), pad_to_multiple(ref, CPA_PACKING)
     run = _TiledSDAN(net, x_pad, ref_pad, tile, spill_dir, tail_rows)
     tiles = _tiles(run.size, run.tile)
+    guards = [] if trim_above is None else [m.register_forward_hook(_trim_hook(trim_above)) for m in net.modules()]
     # leave=None: the bar stays when it is the only one, and goes when it is nested in a bar over files
     bar = tqdm(total=3 * len(tiles), unit='tile', disable=not progress, leave=None)
     try:
@@ -428,10 +429,21 @@ def tiled_forward(net: SDAN,
                 else:
                     sr_sink(s * own[0], s * own[2], sr_tile)
                 del sr_tile
-                if trim_above is not None and resident_memory() > trim_above:
-                    release_free_memory()
             bar.update()
     finally:
+        for guard in guards:
+            guard.remove()
         run.att2_input.close()
         bar.close()
     return SDANOutput(sr, aligned, mask, offset)
+
+
+def _trim_hook(trim_above: int) -> Callable:
+    """A forward hook that gives the kept heap's free pages back when the resident memory is above ``trim_above``
+    bytes: after every module, so that a tile's blocks of many sizes cannot pile up past the bound within a tile."""
+
+    def hook(module: nn.Module, inputs, output) -> None:
+        if resident_memory() > trim_above:
+            release_free_memory()
+
+    return hook
