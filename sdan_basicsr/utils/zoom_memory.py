@@ -19,8 +19,11 @@ there by strips.
 The constants were fitted (non-negative least squares) on the peaks of real zooms, each in a fresh process with freed
 memory kept for reuse as ``sdan-zoom`` keeps it (``bench/zoom_memory.py --fit``), and the margin covers the largest
 measured / fitted ratio and the spread between runs: the kept heap fragments, and the same zoom's peak moved by ±9 %.
-bf16 and fp16 are counted as fp32 but for CPA2's input: on a CPU autocast adds casts and float32 stages, and without
-native bf16 it takes 2.5 times fp32's memory (``bench/zoom_memory.py``'s notes), which ``auto`` never picks.
+The expected peak is also where ``tiled_forward`` gives the kept heap's free pages back (its ``trim_above``, checked
+after every module), so that the heap's growth by chance (two threads or more) stays near it.
+bf16 and fp16 are counted as fp32 but for CPA2's input: on a CPU autocast adds casts and float32 stages (the 64×16
+network's 24 MP: 7.78 GiB in bf16, 7.06 in fp32), and without native bf16 it takes 2.5 times fp32's memory
+(``bench/zoom_memory.py``'s notes), which ``auto`` never picks.
 :func:`plan` picks the largest tile whose expected peak fits the budget.
 """
 import os
