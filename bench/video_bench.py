@@ -12,7 +12,8 @@ bicubic | MSFFN | target at ×4, bicubic | DKSAN | target at ×16).
     python bench/video_bench.py --smoke                               # a few iterations on tiny clips, one seed
 
 A row whose run finished in ``--work`` with the same options on the same video set is not trained again
-(``rows/<row>_seed<k>.json``), so an interrupted bench resumes and rows run apart end up in one table. The default
+(``rows/<row>_seed<k>.json``, also kept in ``bench/video_bench_rows/<name of --work>/`` in the repository), so an
+interrupted bench resumes and rows run apart, on other days too, end up in one table. The default
 run is 24 trainings (12 rows, 2 seeds); one iteration of every trained row costs 23.5 s of single-thread CPU time at
 batch 4 (1.9 s for MSFFN, 3.7 s with PCD, 3.3 s for EDVR-M, 2.2 s for DKSAN), about 7 h on 2 free cores. Two rows
 are only tested: the 7-frame MSFFN and DKSAN weights fed the centre frame seven times (how much their output depends on
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import time
 from os import path as osp
+from typing import Optional
 
 import torch
 import yaml
@@ -194,9 +196,32 @@ def _same_test(kept: dict, test_opt: dict) -> bool:
     return kept == dict(test_opt, val=dict(test_opt['val'], save_img=kept['val']['save_img']))
 
 
+def _portable(obj):
+    """``obj`` with every path inside the repository made relative to it, so that kept rows answer a clone elsewhere."""
+    if isinstance(obj, dict):
+        return {k: _portable(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_portable(v) for v in obj]
+    if isinstance(obj, str) and obj.startswith(ROOT + os.sep):
+        return osp.relpath(obj, ROOT)
+    return obj
+
+
+def _read_record(row: str, seed: int, args) -> Optional[dict]:
+    """The kept record of ``row`` and ``seed``: in ``--work``, else in ``--keep`` (the repository's, across runs)."""
+    name = f'{row}_seed{seed}.json'
+    for folder in (osp.join(args.work, 'rows'), args.keep):
+        if folder and osp.isfile(osp.join(folder, name)):
+            with open(osp.join(folder, name), encoding='utf-8') as f:
+                return json.load(f)
+    return None
+
+
 def run_row(row: str, seed: int, data: str, set_args: dict, args) -> dict:
-    """Train (unless bicubic) and test ``row`` with ``seed``; ``rows/<row>_seed<k>.json`` keeps the result with the
-    options and video set it came from, and is reused while they are unchanged."""
+    """Train (unless bicubic) and test ``row`` with ``seed``; ``rows/<row>_seed<k>.json`` in ``--work`` and in
+    ``--keep`` keeps the result with the options and video set it came from (paths relative to the repository), and
+    is reused while they are unchanged (tested again for the picture's images when they are missing and the weights
+    are there)."""
     source = FED_CENTRE.get(row, row)
     trained = ROWS[row][3] is not None and row not in FED_CENTRE
     train_opt = train_options(source, seed, data, args) if ROWS[row][3] else None
@@ -207,13 +232,13 @@ def run_row(row: str, seed: int, data: str, set_args: dict, args) -> dict:
     save_img = seed == args.seeds[0] and row in PICTURED
     test_opt = test_options(row, seed, data, weights, save_img)
     record = osp.join(args.work, 'rows', f'{row}_seed{seed}.json')
-    kept = None
-    if osp.isfile(record):
-        with open(record, encoding='utf-8') as f:
-            kept = json.load(f)
-        if (kept['train_opt'], kept['set']) != (train_opt, set_args):
+    kept = _read_record(row, seed, args)
+    if kept is not None:
+        images = osp.isdir(osp.join(args.work, 'results', test_opt['name'], 'visualization'))
+        if (kept['train_opt'], kept['set']) != (_portable(train_opt), set_args):
             kept = None
-        elif _same_test(kept['test_opt'], test_opt):
+        elif _same_test(kept['test_opt'], _portable(test_opt)) and (
+                images or not save_img or (trained and not osp.isfile(trained_weights))):
             print(f'{row} seed {seed}: reusing {record}', flush=True)
             return kept['result']
     opts = osp.join(args.work, 'options')
@@ -231,9 +256,11 @@ def run_row(row: str, seed: int, data: str, set_args: dict, args) -> dict:
         torch.save({'params': {f'net.{k}': v for k, v in params.items()}}, weights)
     _launch('test.py', _write(opts, test_opt['name'], test_opt), args.work)
     result = dict(read_video_metrics(args.work, test_opt['name']), seconds=seconds, test=test_opt['name'])
-    os.makedirs(osp.dirname(record), exist_ok=True)
-    with open(record, 'w', encoding='utf-8') as f:
-        json.dump({'train_opt': train_opt, 'test_opt': test_opt, 'set': set_args, 'result': result}, f, indent=1)
+    kept = {'train_opt': _portable(train_opt), 'test_opt': _portable(test_opt), 'set': set_args, 'result': result}
+    for folder in {osp.dirname(record), args.keep} - {None}:
+        os.makedirs(folder, exist_ok=True)
+        with open(osp.join(folder, osp.basename(record)), 'w', encoding='utf-8') as f:
+            json.dump(kept, f, indent=1)
     return result
 
 
@@ -327,10 +354,12 @@ def picture(results: dict, data: str, work: str, out: str) -> str:
         if not all(r in results for r in shown):
             continue
         tiles = []
+        found = {r: glob.glob(osp.join(work, 'results', results[r][0]['test'], 'visualization', '*', clip,
+                                       f'{frame:08d}_*.png')) for r in shown}
+        if not all(found.values()):  # rows of the first seed kept from another run without their images
+            continue
         for r, name in shown.items():
-            test = results[r][0]['test']
-            img = cv2.imread(glob.glob(osp.join(work, 'results', test, 'visualization', '*', clip,
-                                                f'{frame:08d}_*.png'))[0])
+            img = cv2.imread(found[r][0])
             psnr = calculate_psnr(img, gt, 0, test_y_channel=True)
             tiles.append((img, f'{name} x{scale}: {psnr:.2f} dB'))
         tiles.append((gt, 'target'))
@@ -360,6 +389,8 @@ def main() -> None:
                         'the picture beside it (.png)')
     parser.add_argument('--init', help='the --work of an earlier bench: every trained row starts from the weights of '
                         'the same row and seed there and trains --iters more (a longer budget in rounds)')
+    parser.add_argument('--keep', help='a second home of the finished rows, read when --work lacks them (default '
+                        'bench/video_bench_rows/<name of --work>, kept in the repository; --smoke: none)')
     parser.add_argument('--smoke', action='store_true', help='prove the bench end to end: tiny clips, a few '
                         'iterations, one seed, a few rows')
     args = parser.parse_args()
@@ -373,6 +404,8 @@ def main() -> None:
     args.seeds = args.seeds or ([0] if smoke else [0, 1])
     args.work = osp.abspath(args.work or osp.join(ROOT, 'experiments', 'video_bench_smoke' if smoke else 'video_bench'))
     args.init = args.init and osp.abspath(args.init)
+    args.keep = osp.abspath(args.keep) if args.keep else (
+        None if smoke else osp.join(ROOT, 'bench', 'video_bench_rows', osp.basename(args.work)))
     args.gt_size = SMOKE_GT_SIZE if smoke else GT_SIZE
     video_set = SMOKE_SET if smoke and not args.data else BENCH_SET
     data = osp.abspath(args.data or (osp.join(args.work, 'data_smoke') if smoke else

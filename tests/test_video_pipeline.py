@@ -5,6 +5,7 @@ subprocess on a generated fixture, then checks the log, the checkpoints and the 
 """
 import os
 import re
+import shutil
 import subprocess
 import sys
 from os import path as osp
@@ -104,7 +105,7 @@ def test_video_bench_smoke(tmp_path):
     out = tmp_path / 'report.md'
     env = dict(os.environ, OMP_NUM_THREADS='1')
     proc = subprocess.run([sys.executable, osp.join(REPO_ROOT, 'bench', 'video_bench.py'), '--smoke',
-                           '--work', str(tmp_path / 'work'), '--out', str(out)],
+                           '--work', str(tmp_path / 'work'), '--keep', str(tmp_path / 'keep'), '--out', str(out)],
                           env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = out.read_text()
@@ -117,10 +118,15 @@ def test_video_bench_smoke(tmp_path):
     own = torch.load(tmp_path / 'work' / 'experiments' / 'video_bench_msffn_seed0' / 'models' / 'net_g_latest.pth',
                      weights_only=True)['params']
     assert fed.keys() == {f'net.{k}' for k in own} and all(torch.equal(fed[f'net.{k}'], v) for k, v in own.items())
-    # seed 0 no longer first: its test saves no images, and its kept row answers it without training again
+    # seed 0 no longer first: its test saves no images, and its kept row answers it without training again, from
+    # --keep when --work has lost its rows and weights (another day, another clone)
+    shutil.rmtree(tmp_path / 'work' / 'rows')
+    shutil.rmtree(tmp_path / 'work' / 'experiments')
     again = subprocess.run([sys.executable, osp.join(REPO_ROOT, 'bench', 'video_bench.py'), '--smoke', '--rows',
-                            'bicubic_x4', 'msffn', '--seeds', '1', '0', '--work', str(tmp_path / 'work'), '--out',
-                            str(tmp_path / 'seeds.md')], env=env, capture_output=True, text=True)
+                            'bicubic_x4', 'msffn', '--seeds', '1', '0', '--work', str(tmp_path / 'work'), '--keep',
+                            str(tmp_path / 'keep'), '--out', str(tmp_path / 'seeds.md')],
+                           env=env, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-3000:]
     assert 'msffn seed 0: reusing' in again.stdout
-    assert not list((tmp_path / 'work' / 'experiments').glob('*_archived_*'))
+    assert sorted(p.name for p in (tmp_path / 'work' / 'experiments').iterdir()) == ['video_bench_msffn_seed1']
+    assert (tmp_path / 'keep' / 'msffn_seed1.json').is_file()

@@ -1,0 +1,186 @@
+"""How much the neighbouring frames of the video benchmark's held-out clips can tell, with the motion known.
+
+The video benchmark (``video_bench.py``) asks MSFFN for a temporal gain of 0.3 dB over its single-frame version. This
+script measures what the clips themselves hold, without a network: multi-frame back-projection (Irani & Peleg 1991)
+of the centre frame from ``N_f`` LR frames, with the motion measured between the **target** HR frames (DIS optical
+flow, so the motion is near perfect: an oracle a network never has). Per centre frame it solves
+
+    x* = argmin_x  sum_k || m_k * (D(W_k x) - y_k) ||^2,
+
+with ``D`` BasicSR's MATLAB bicubic ×4 (``imresize``, its weights as one matrix per axis), ``W_k`` the warp from
+the centre to frame ``k`` (bilinear, from the flow of the targets), ``y_k`` the LR frames and ``m_k`` the LR pixels
+where the warped centre target explains frame ``k`` (occlusions and flow errors out), by L-BFGS from the bicubic
+upsampling of the centre frame, the same number of steps for every ``N_f``. ``N_f = 1`` is the single-frame
+back-projection: the difference from it is the gain the neighbours offer a linear method that knows the motion.
+PSNR / SSIM on Y without a border crop, as the benchmark scores.
+
+    python bench/video_oracle.py                  # held-out clips of datasets/video_opencv, N_f = 1 3 5 7
+    python bench/video_oracle.py --step 1         # every centre frame (default: every 4th)
+"""
+import argparse
+import glob
+import os
+import sys
+import time
+from os import path as osp
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from basicsr.utils.matlab_functions import calculate_weights_indices
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from bench_util import device_name  # noqa: E402
+
+#: LR pixels whose prediction from the warped centre target misses the LR frame by more than this (8-bit values,
+#: any channel) are left out of that frame's term: occlusions, flow errors, the objects' spin.
+MASK_TOLERANCE = 2.0
+
+
+def resize_matrix(length: int, scale: int) -> torch.Tensor:
+    """The (length / scale, length) matrix of BasicSR's MATLAB bicubic ``imresize(x, 1 / scale)`` along one axis:
+    its weights and indices (``calculate_weights_indices``), the symmetric padding folded back in."""
+    weights, indices, sym_start, _ = calculate_weights_indices(length, length // scale, 1 / scale, 'cubic', 4, True)
+    source = indices.long() - sym_start  # into the unpadded axis; mirrored at both ends (the edge sample repeated)
+    source = torch.where(source < 0, -source - 1, torch.where(source >= length, 2 * length - 1 - source, source))
+    matrix = torch.zeros(length // scale, length)
+    return matrix.scatter_add_(1, source, weights.float())
+
+
+def downsample(x: torch.Tensor, scale: int) -> torch.Tensor:
+    """``D``: BasicSR's MATLAB bicubic downsampling of ``x`` (N, C, H, W) by ``scale``, differentiable."""
+    rows, cols = resize_matrix(x.shape[-2], scale).to(x), resize_matrix(x.shape[-1], scale).to(x)
+    return torch.einsum('ih,nchw,jw->ncij', rows, x, cols)
+
+
+def flow_grid(src: np.ndarray, dst: np.ndarray) -> torch.Tensor:
+    """The sampling grid (1, H, W, 2) that warps ``src`` onto ``dst`` (8-bit BGR frames): DIS optical flow from
+    ``dst`` to ``src``, ``dst(p) ~ src(p + flow(p))``."""
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    flow = dis.calc(cv2.cvtColor(dst, cv2.COLOR_BGR2GRAY), cv2.cvtColor(src, cv2.COLOR_BGR2GRAY), None)
+    h, w = flow.shape[:2]
+    x = (np.arange(w)[None, :] + flow[..., 0]) / (w - 1) * 2 - 1
+    y = (np.arange(h)[:, None] + flow[..., 1]) / (h - 1) * 2 - 1
+    return torch.from_numpy(np.stack([x, y], -1)[None]).float()
+
+
+def warp(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    return F.grid_sample(x, grid, mode='bilinear', padding_mode='border', align_corners=True)
+
+
+def _tensor(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(img.astype(np.float32) / 255).permute(2, 0, 1)[None]
+
+
+def window(gts: list, lqs: list, c: int, half: int, scale: int) -> tuple:
+    """The terms of frame ``c``'s back-projection from frames ``c - half`` … ``c + half`` (8-bit BGR targets
+    ``gts`` and LR frames ``lqs``), the centre first, then outwards: LR frames, grids from the centre (``None`` for
+    itself) and masks (1 where the warped centre target, downsampled, is within :data:`MASK_TOLERANCE` of the LR
+    frame)."""
+    ys, grids, masks = [], [], []
+    for k in sorted(range(c - half, c + half + 1), key=lambda k: abs(k - c)):
+        y = _tensor(lqs[k])
+        grid = None if k == c else flow_grid(gts[c], gts[k])
+        predicted = downsample(_tensor(gts[c]) if grid is None else warp(_tensor(gts[c]), grid), scale)
+        ys.append(y)
+        grids.append(grid)
+        masks.append(((predicted - y).abs().amax(1, keepdim=True) * 255 <= MASK_TOLERANCE).float() if grid is not None
+                     else torch.ones_like(y[:, :1]))
+    return ys, grids, masks
+
+
+def back_project(lqs: list, grids: list, masks: list, scale: int, steps: int) -> torch.Tensor:
+    """``x*`` of the module docstring: L-BFGS from the bicubic upsampling of the centre frame (``lqs[0]``)."""
+    x = F.interpolate(lqs[0], scale_factor=scale, mode='bicubic', align_corners=False).requires_grad_()
+    optimizer = torch.optim.LBFGS([x], lr=1, max_iter=steps, history_size=20, line_search_fn='strong_wolfe')
+
+    def closure():
+        optimizer.zero_grad()
+        loss = sum(((downsample(warp(x, g) if g is not None else x, scale) - y) * m).square().sum()
+                   for y, g, m in zip(lqs, grids, masks))
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return x.detach().clamp(0, 1)
+
+
+def _img(x: torch.Tensor) -> np.ndarray:
+    return (x[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+def main() -> None:
+    from basicsr.metrics import calculate_psnr, calculate_ssim
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--data', default=osp.join(ROOT, 'datasets', 'video_opencv'),
+                        help='the video set (scripts/make_video_data.sh)')
+    parser.add_argument('--num-frames', type=int, nargs='+', default=[1, 3, 5, 7])
+    parser.add_argument('--step', type=int, default=4, help='every step-th centre frame with a full window')
+    parser.add_argument('--steps', type=int, default=60, help='L-BFGS iterations per solve')
+    parser.add_argument('--out', default=osp.join(ROOT, 'bench', 'video_oracle.md'))
+    args = parser.parse_args()
+    scale = 4
+    clips = sorted(os.listdir(osp.join(args.data, 'test', 'GT')))
+    half = max(args.num_frames) // 2
+    rows = {'bicubic': {}} | {nf: {} for nf in args.num_frames}
+    worst_d = 0.
+    start = time.time()
+    for clip in clips:
+        gts = [cv2.imread(p) for p in sorted(glob.glob(osp.join(args.data, 'test', 'GT', clip, '*.png')))]
+        lqs = [cv2.imread(p) for p in sorted(glob.glob(osp.join(args.data, 'test', f'BIx{scale}', clip, '*.png')))]
+        for key in rows:
+            rows[key][clip] = []
+        for c in range(half, len(gts) - half, args.step):
+            # D matches the set's LR frames to their 8-bit rounding, where they were not clipped to 0 or 255
+            lq = _tensor(lqs[c])
+            inside = ((lq > 0) & (lq < 1)).all(1, keepdim=True)
+            worst_d = max(worst_d, float(((downsample(_tensor(gts[c]), scale) - lq).abs() * inside).max() * 255))
+            ys, grids, masks = window(gts, lqs, c, half, scale)
+            bicubic = _img(F.interpolate(ys[0], scale_factor=scale, mode='bicubic', align_corners=False).clamp(0, 1))
+            rows['bicubic'][clip].append((calculate_psnr(bicubic, gts[c], 0, test_y_channel=True),
+                                          calculate_ssim(bicubic, gts[c], 0, test_y_channel=True), 1.))
+            for nf in args.num_frames:
+                out = _img(back_project(ys[:nf], grids[:nf], masks[:nf], scale, args.steps))
+                kept = float(torch.cat(masks[1:nf]).mean()) if nf > 1 else 1.
+                rows[nf][clip].append((calculate_psnr(out, gts[c], 0, test_y_channel=True),
+                                       calculate_ssim(out, gts[c], 0, test_y_channel=True), kept))
+            print(clip, c, {k: round(v[clip][-1][0], 2) for k, v in rows.items()}, flush=True)
+
+    def mean(values, i):
+        return float(np.mean([np.mean([v[i] for v in per]) for per in values]))
+
+    lines = [
+        '# What the held-out clips hold: multi-frame back-projection with the motion of the targets', '',
+        f'Command: `python bench/video_oracle.py --num-frames {" ".join(map(str, args.num_frames))} --step {args.step}'
+        f' --steps {args.steps}`; {time.strftime("%Y-%m-%d")}; {device_name(torch.device("cpu"))}; '
+        f'{time.time() - start:.0f} s.', '',
+        f'Data: `{osp.relpath(args.data, ROOT)}`, ×{scale}, held-out clips {", ".join(clips)}; centre frames '
+        f'{half}, {half + args.step}, … of each (full {max(args.num_frames)}-frame windows). `D` against the set\'s '
+        f'LR frames where they are not clipped to 0 or 255: at most {worst_d:.2f} (8-bit values; their rounding is '
+        '0.5). Motion: DIS optical flow between '
+        f'the target frames; LR pixels off by more than {MASK_TOLERANCE} (8-bit) from the warped centre target '
+        'left out. PSNR / SSIM on Y, no border crop, per clip then over the clips.', '',
+        '| row | PSNR-Y | SSIM-Y | Δ bicubic (dB) | Δ N_f = 1 (dB) | ' + ' | '.join(clips)
+        + ' | neighbour pixels kept |',
+        '|---|---|---|---|---|' + '---|' * len(clips) + '---|']
+    base = mean(rows['bicubic'].values(), 0)
+    single = mean(rows[1].values(), 0) if 1 in rows else None
+    for key, per in rows.items():
+        psnr = mean(per.values(), 0)
+        label = 'Bicubic' if key == 'bicubic' else f'Back-projection, N_f = {key}'
+        gain = '' if key == 'bicubic' or single is None else f'{psnr - single:+.2f}'
+        lines.append(f'| {label} | {psnr:.2f} | {mean(per.values(), 1):.4f} | '
+                     + ('' if key == 'bicubic' else f'{psnr - base:+.2f}') + f' | {gain} | '
+                     + ' | '.join(f'{np.mean([v[0] for v in per[c]]):.2f}' for c in clips)
+                     + f' | {mean(per.values(), 2):.0%} |')
+    with open(args.out, 'w', encoding='utf-8') as f:
+        f.write('\n'.join(lines) + '\n')
+    print('\n'.join(lines))
+
+
+if __name__ == '__main__':
+    main()
