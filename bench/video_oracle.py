@@ -36,8 +36,9 @@ sys.path.insert(0, ROOT)
 from bench_util import device_name  # noqa: E402
 
 #: LR pixels whose prediction from the warped centre target misses the LR frame by more than this (8-bit values,
-#: any channel) are left out of that frame's term: occlusions, flow errors, the objects' spin.
-MASK_TOLERANCE = 2.0
+#: any channel; twice the rounding of the LR frames) are left out of that frame's term: occlusions, flow errors,
+#: the objects' spin.
+MASK_TOLERANCE = 1.0
 
 
 def resize_matrix(length: int, scale: int) -> torch.Tensor:
@@ -75,10 +76,10 @@ def _tensor(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(img.astype(np.float32) / 255).permute(2, 0, 1)[None]
 
 
-def window(gts: list, lqs: list, c: int, half: int, scale: int) -> tuple:
+def window(gts: list, lqs: list, c: int, half: int, scale: int, tolerance: float = MASK_TOLERANCE) -> tuple:
     """The terms of frame ``c``'s back-projection from frames ``c - half`` … ``c + half`` (8-bit BGR targets
     ``gts`` and LR frames ``lqs``), the centre first, then outwards: LR frames, grids from the centre (``None`` for
-    itself) and masks (1 where the warped centre target, downsampled, is within :data:`MASK_TOLERANCE` of the LR
+    itself) and masks (1 where the warped centre target, downsampled, is within ``tolerance`` 8-bit values of the LR
     frame)."""
     ys, grids, masks = [], [], []
     for k in sorted(range(c - half, c + half + 1), key=lambda k: abs(k - c)):
@@ -87,7 +88,7 @@ def window(gts: list, lqs: list, c: int, half: int, scale: int) -> tuple:
         predicted = downsample(_tensor(gts[c]) if grid is None else warp(_tensor(gts[c]), grid), scale)
         ys.append(y)
         grids.append(grid)
-        masks.append(((predicted - y).abs().amax(1, keepdim=True) * 255 <= MASK_TOLERANCE).float() if grid is not None
+        masks.append(((predicted - y).abs().amax(1, keepdim=True) * 255 <= tolerance).float() if grid is not None
                      else torch.ones_like(y[:, :1]))
     return ys, grids, masks
 
@@ -121,10 +122,13 @@ def main() -> None:
     parser.add_argument('--num-frames', type=int, nargs='+', default=[1, 3, 5, 7])
     parser.add_argument('--step', type=int, default=4, help='every step-th centre frame with a full window')
     parser.add_argument('--steps', type=int, default=60, help='L-BFGS iterations per solve')
+    parser.add_argument('--clips', nargs='+', help='held-out clips to score (default: all)')
+    parser.add_argument('--tolerance', type=float, default=MASK_TOLERANCE,
+                        help='LR pixels off by more than this (8-bit) from the warped centre target are left out')
     parser.add_argument('--out', default=osp.join(ROOT, 'bench', 'video_oracle.md'))
     args = parser.parse_args()
     scale = 4
-    clips = sorted(os.listdir(osp.join(args.data, 'test', 'GT')))
+    clips = args.clips or sorted(os.listdir(osp.join(args.data, 'test', 'GT')))
     half = max(args.num_frames) // 2
     rows = {'bicubic': {}} | {nf: {} for nf in args.num_frames}
     worst_d = 0.
@@ -139,7 +143,7 @@ def main() -> None:
             lq = _tensor(lqs[c])
             inside = ((lq > 0) & (lq < 1)).all(1, keepdim=True)
             worst_d = max(worst_d, float(((downsample(_tensor(gts[c]), scale) - lq).abs() * inside).max() * 255))
-            ys, grids, masks = window(gts, lqs, c, half, scale)
+            ys, grids, masks = window(gts, lqs, c, half, scale, args.tolerance)
             bicubic = _img(F.interpolate(ys[0], scale_factor=scale, mode='bicubic', align_corners=False).clamp(0, 1))
             rows['bicubic'][clip].append((calculate_psnr(bicubic, gts[c], 0, test_y_channel=True),
                                           calculate_ssim(bicubic, gts[c], 0, test_y_channel=True), 1.))
@@ -156,13 +160,15 @@ def main() -> None:
     lines = [
         '# What the held-out clips hold: multi-frame back-projection with the motion of the targets', '',
         f'Command: `python bench/video_oracle.py --num-frames {" ".join(map(str, args.num_frames))} --step {args.step}'
-        f' --steps {args.steps}`; {time.strftime("%Y-%m-%d")}; {device_name(torch.device("cpu"))}; '
+        f' --steps {args.steps} --tolerance {args.tolerance}'
+        + (f' --clips {" ".join(args.clips)}' if args.clips else '')
+        + f'`; {time.strftime("%Y-%m-%d")}; {device_name(torch.device("cpu"))}; '
         f'{time.time() - start:.0f} s.', '',
         f'Data: `{osp.relpath(args.data, ROOT)}`, ×{scale}, held-out clips {", ".join(clips)}; centre frames '
         f'{half}, {half + args.step}, … of each (full {max(args.num_frames)}-frame windows). `D` against the set\'s '
         f'LR frames where they are not clipped to 0 or 255: at most {worst_d:.2f} (8-bit values; their rounding is '
         '0.5). Motion: DIS optical flow between '
-        f'the target frames; LR pixels off by more than {MASK_TOLERANCE} (8-bit) from the warped centre target '
+        f'the target frames; LR pixels off by more than {args.tolerance} (8-bit) from the warped centre target '
         'left out. PSNR / SSIM on Y, no border crop, per clip then over the clips.', '',
         '| row | PSNR-Y | SSIM-Y | Δ bicubic (dB) | Δ N_f = 1 (dB) | ' + ' | '.join(clips)
         + ' | neighbour pixels kept |',
