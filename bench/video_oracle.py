@@ -1,4 +1,4 @@
-"""How much the neighbouring frames of the video benchmark's held-out clips can tell, with the motion known.
+"""How much the neighbouring frames of the video benchmark's clips can tell, with the motion known.
 
 The video benchmark (``video_bench.py``) asks MSFFN for a temporal gain of 0.3 dB over its single-frame version. This
 script measures what the clips themselves hold, without a network: multi-frame back-projection (Irani & Peleg 1991)
@@ -12,10 +12,11 @@ the centre to frame ``k`` (bilinear, from the flow of the targets), ``y_k`` the 
 where the warped centre target explains frame ``k`` (occlusions and flow errors out), by L-BFGS from the bicubic
 upsampling of the centre frame, the same number of steps for every ``N_f``. ``N_f = 1`` is the single-frame
 back-projection: the difference from it is the gain the neighbours offer a linear method that knows the motion.
-PSNR / SSIM on Y without a border crop, as the benchmark scores.
+PSNR / SSIM on Y without a border crop, as the benchmark scores. On the training septuplets, by source, the same
+measure says how much of the training signal rewards a network for using the neighbours at all.
 
-    python bench/video_oracle.py                  # held-out clips of datasets/video_opencv, N_f = 1 3 5 7
-    python bench/video_oracle.py --step 1         # every centre frame (default: every 4th)
+    python bench/video_oracle.py                  # datasets/video_opencv: held-out clips, training septuplets
+    python bench/video_oracle.py --step 1         # every centre frame of the held-out clips (default: every 4th)
 """
 import argparse
 import glob
@@ -23,6 +24,7 @@ import os
 import sys
 import time
 from os import path as osp
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -113,14 +115,42 @@ def _img(x: torch.Tensor) -> np.ndarray:
     return (x[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
+def windows(data: str, split: str, scale: int, half: int, step: int, names: Optional[list], per_source: int):
+    """``(group, targets, LR frames, centre)`` of every window scored: held-out clips (``test``, the group a clip,
+    every ``step``-th centre frame with a full window) or training septuplets (``train``, the group their source,
+    ``per_source`` of each spread over its list, the centre frame im4)."""
+    def read(paths):
+        return [cv2.imread(p) for p in paths]
+
+    if split == 'test':
+        for clip in names or sorted(os.listdir(osp.join(data, 'test', 'GT'))):
+            gts = read(sorted(glob.glob(osp.join(data, 'test', 'GT', clip, '*.png'))))
+            lqs = read(sorted(glob.glob(osp.join(data, 'test', f'BIx{scale}', clip, '*.png'))))
+            for c in range(half, len(gts) - half, step):
+                yield clip, gts, lqs, c
+        return
+    with open(osp.join(data, 'meta_info_train_GT.txt'), encoding='utf-8') as f:
+        keys = [line.split()[0] for line in f if line.strip()]
+    for source in names or sorted({k.split('/')[0] for k in keys}):
+        mine = [k for k in keys if k.split('/')[0] == source]
+        for k in mine[::max(len(mine) // per_source, 1)][:per_source]:
+            frames = [f'im{i}.png' for i in range(1, 8)]
+            yield (source, read(osp.join(data, 'vimeo_septuplet', 'sequences', k, f) for f in frames),
+                   read(osp.join(data, f'vimeo_septuplet_matlabLRx{scale}', 'sequences', k, f) for f in frames), 3)
+
+
 def main() -> None:
     from basicsr.metrics import calculate_psnr, calculate_ssim
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--data', default=osp.join(ROOT, 'datasets', 'video_opencv'),
                         help='the video set (scripts/make_video_data.sh)')
+    parser.add_argument('--splits', nargs='+', choices=['test', 'train'], default=['test', 'train'],
+                        help='held-out clips (by clip), training septuplets (by source)')
     parser.add_argument('--num-frames', type=int, nargs='+', default=[1, 3, 5, 7])
-    parser.add_argument('--step', type=int, default=4, help='every step-th centre frame with a full window')
+    parser.add_argument('--step', type=int, default=4, help='held-out clips: every step-th centre frame with a full '
+                        'window')
+    parser.add_argument('--per-source', type=int, default=8, help='training septuplets scored per source')
     parser.add_argument('--steps', type=int, default=60, help='L-BFGS iterations per solve')
     parser.add_argument('--clips', nargs='+', help='held-out clips to score (default: all)')
     parser.add_argument('--tolerance', type=float, default=MASK_TOLERANCE,
@@ -128,61 +158,59 @@ def main() -> None:
     parser.add_argument('--out', default=osp.join(ROOT, 'bench', 'video_oracle.md'))
     args = parser.parse_args()
     scale = 4
-    clips = args.clips or sorted(os.listdir(osp.join(args.data, 'test', 'GT')))
     half = max(args.num_frames) // 2
-    rows = {'bicubic': {}} | {nf: {} for nf in args.num_frames}
     worst_d = 0.
     start = time.time()
-    for clip in clips:
-        gts = [cv2.imread(p) for p in sorted(glob.glob(osp.join(args.data, 'test', 'GT', clip, '*.png')))]
-        lqs = [cv2.imread(p) for p in sorted(glob.glob(osp.join(args.data, 'test', f'BIx{scale}', clip, '*.png')))]
-        for key in rows:
-            rows[key][clip] = []
-        for c in range(half, len(gts) - half, args.step):
+    tables = {}
+    for split in args.splits:
+        rows = tables[split] = {'bicubic': {}} | {nf: {} for nf in args.num_frames}
+        for group, gts, lqs, c in windows(args.data, split, scale, half, args.step,
+                                          args.clips if split == 'test' else None, args.per_source):
             # D matches the set's LR frames to their 8-bit rounding, where they were not clipped to 0 or 255
             lq = _tensor(lqs[c])
             inside = ((lq > 0) & (lq < 1)).all(1, keepdim=True)
             worst_d = max(worst_d, float(((downsample(_tensor(gts[c]), scale) - lq).abs() * inside).max() * 255))
             ys, grids, masks = window(gts, lqs, c, half, scale, args.tolerance)
             bicubic = _img(F.interpolate(ys[0], scale_factor=scale, mode='bicubic', align_corners=False).clamp(0, 1))
-            rows['bicubic'][clip].append((calculate_psnr(bicubic, gts[c], 0, test_y_channel=True),
-                                          calculate_ssim(bicubic, gts[c], 0, test_y_channel=True), 1.))
+            rows['bicubic'].setdefault(group, []).append((calculate_psnr(bicubic, gts[c], 0, test_y_channel=True),
+                                                          calculate_ssim(bicubic, gts[c], 0, test_y_channel=True), 1.))
             for nf in args.num_frames:
                 out = _img(back_project(ys[:nf], grids[:nf], masks[:nf], scale, args.steps))
                 kept = float(torch.cat(masks[1:nf]).mean()) if nf > 1 else 1.
-                rows[nf][clip].append((calculate_psnr(out, gts[c], 0, test_y_channel=True),
-                                       calculate_ssim(out, gts[c], 0, test_y_channel=True), kept))
-            print(clip, c, {k: round(v[clip][-1][0], 2) for k, v in rows.items()}, flush=True)
+                rows[nf].setdefault(group, []).append((calculate_psnr(out, gts[c], 0, test_y_channel=True),
+                                                       calculate_ssim(out, gts[c], 0, test_y_channel=True), kept))
+            print(split, group, c, {k: round(v[group][-1][0], 2) for k, v in rows.items()}, flush=True)
 
     def mean(values, i):
         return float(np.mean([np.mean([v[i] for v in per]) for per in values]))
 
     lines = [
-        '# What the held-out clips hold: multi-frame back-projection with the motion of the targets', '',
-        f'Command: `python bench/video_oracle.py --num-frames {" ".join(map(str, args.num_frames))} --step {args.step}'
-        f' --steps {args.steps} --tolerance {args.tolerance}'
-        + (f' --clips {" ".join(args.clips)}' if args.clips else '')
-        + f'`; {time.strftime("%Y-%m-%d")}; {device_name(torch.device("cpu"))}; '
-        f'{time.time() - start:.0f} s.', '',
-        f'Data: `{osp.relpath(args.data, ROOT)}`, ×{scale}, held-out clips {", ".join(clips)}; centre frames '
-        f'{half}, {half + args.step}, … of each (full {max(args.num_frames)}-frame windows). `D` against the set\'s '
-        f'LR frames where they are not clipped to 0 or 255: at most {worst_d:.2f} (8-bit values; their rounding is '
-        '0.5). Motion: DIS optical flow between '
-        f'the target frames; LR pixels off by more than {args.tolerance} (8-bit) from the warped centre target '
-        'left out. PSNR / SSIM on Y, no border crop, per clip then over the clips.', '',
-        '| row | PSNR-Y | SSIM-Y | Δ bicubic (dB) | Δ N_f = 1 (dB) | ' + ' | '.join(clips)
-        + ' | neighbour pixels kept |',
-        '|---|---|---|---|---|' + '---|' * len(clips) + '---|']
-    base = mean(rows['bicubic'].values(), 0)
-    single = mean(rows[1].values(), 0) if 1 in rows else None
-    for key, per in rows.items():
-        psnr = mean(per.values(), 0)
-        label = 'Bicubic' if key == 'bicubic' else f'Back-projection, N_f = {key}'
-        gain = '' if key == 'bicubic' or single is None else f'{psnr - single:+.2f}'
-        lines.append(f'| {label} | {psnr:.2f} | {mean(per.values(), 1):.4f} | '
-                     + ('' if key == 'bicubic' else f'{psnr - base:+.2f}') + f' | {gain} | '
-                     + ' | '.join(f'{np.mean([v[0] for v in per[c]]):.2f}' for c in clips)
-                     + f' | {mean(per.values(), 2):.0%} |')
+        '# What the video clips hold: multi-frame back-projection with the motion of the targets', '',
+        f'Command: `python bench/video_oracle.py --splits {" ".join(args.splits)} --num-frames '
+        f'{" ".join(map(str, args.num_frames))} --step {args.step} --per-source {args.per_source} --steps {args.steps}'
+        f' --tolerance {args.tolerance}' + (f' --clips {" ".join(args.clips)}' if args.clips else '')
+        + f'`; {time.strftime("%Y-%m-%d")}; {device_name(torch.device("cpu"))}; {time.time() - start:.0f} s.', '',
+        f'Data: `{osp.relpath(args.data, ROOT)}`, ×{scale}. `D` against the set\'s LR frames where they are not '
+        f'clipped to 0 or 255: at most {worst_d:.2f} (8-bit values; their rounding is 0.5). Motion: DIS optical flow '
+        f'between the target frames; LR pixels off by more than {args.tolerance} (8-bit) from the warped centre '
+        'target left out. PSNR / SSIM on Y, no border crop, per group then over the groups.']
+    titles = {'test': f'Held-out clips (centre frames {half}, {half + args.step}, … of each)',
+              'train': f'Training septuplets ({args.per_source} per source, centre frame im4)'}
+    for split, rows in tables.items():
+        groups = list(rows['bicubic'])
+        lines += ['', f'## {titles[split]}', '',
+                  '| row | PSNR-Y | SSIM-Y | Δ bicubic (dB) | Δ N_f = 1 (dB) | ' + ' | '.join(groups)
+                  + ' | neighbour pixels kept |', '|---|---|---|---|---|' + '---|' * len(groups) + '---|']
+        base = mean(rows['bicubic'].values(), 0)
+        single = mean(rows[1].values(), 0) if 1 in rows else None
+        for key, per in rows.items():
+            psnr = mean(per.values(), 0)
+            label = 'Bicubic' if key == 'bicubic' else f'Back-projection, N_f = {key}'
+            gain = '' if key == 'bicubic' or single is None else f'{psnr - single:+.2f}'
+            lines.append(f'| {label} | {psnr:.2f} | {mean(per.values(), 1):.4f} | '
+                         + ('' if key == 'bicubic' else f'{psnr - base:+.2f}') + f' | {gain} | '
+                         + ' | '.join(f'{np.mean([v[0] for v in per[g]]):.2f}' for g in groups)
+                         + f' | {mean(per.values(), 2):.0%} |')
     with open(args.out, 'w', encoding='utf-8') as f:
         f.write('\n'.join(lines) + '\n')
     print('\n'.join(lines))
