@@ -14,8 +14,8 @@ bicubic | MSFFN | target at ×4, bicubic | DKSAN | target at ×16).
 A row whose run finished in ``--work`` with the same options on the same video set is not trained again
 (``rows/<row>_seed<k>.json``, also kept in ``bench/video_bench_rows/<name of --work>/`` in the repository), so an
 interrupted bench resumes and rows run apart, on other days too, end up in one table. The default
-run is 24 trainings (12 rows, 2 seeds); one iteration of every trained row costs 23.5 s of single-thread CPU time at
-batch 4 (1.9 s for MSFFN, 3.7 s with PCD, 3.3 s for EDVR-M, 2.2 s for DKSAN), about 7 h on 2 free cores. Two rows
+run is 28 trainings (14 rows, 2 seeds); one iteration of every trained row costs 27.3 s of single-thread CPU time at
+batch 4 (1.9 s for MSFFN, 3.7 s with PCD, 3.3 s for EDVR-M, 2.2 s for DKSAN), about 8 h on 2 free cores. Two rows
 are only tested: the 7-frame MSFFN and DKSAN weights fed the centre frame seven times (how much their output depends on
 the neighbouring frames).
 """
@@ -70,6 +70,9 @@ ROWS = {
     'msffn_nf5': (4, 'MSFFN, 5 frames', 'Table VIII N_f = 5', dict(MSFFN_NET, num_frame=5)),
     'msffn_pcd': (4, 'MSFFN, PCD alignment', 'Table V PCD', dict(MSFFN_NET, alignment='pcd')),
     'msffn_df': (4, 'MSFFN, one-stage fusion (DF)', 'Table VI DF', dict(MSFFN_NET, fusion='df')),
+    'msffn_generated': (4, 'MSFFN, 7 frames, generated septuplets only', 'diagnostic', MSFFN_NET),
+    'msffn_centre_generated': (4, 'MSFFN, centre frame ×7, generated septuplets only', 'diagnostic',
+                               _centre(MSFFN_NET)),
     'edvr_m': (4, 'EDVR-M (BasicSR), 5 frames', 'anchor', EDVR_NET),
     'bicubic_x16': (16, 'Bicubic', '', None),
     'dksan_backbone': (16, 'DKSAN backbone (resblocks)', 'Table 3 backbone',
@@ -84,6 +87,9 @@ ROWS = {
     'dksan_fed_centre': (16, 'DKSAN 7-frame weights, fed the centre frame ×7', 'use of the neighbours',
                          _centre(DKSAN_NET)),
 }
+#: Rows trained on the septuplets of some sources only: whether MSFFN learns its temporal gain when every training
+#: septuplet holds one (``bench/video_oracle.md``: vtest's, 113 of 198, hold none).
+TRAIN_SOURCES = {'msffn_generated': ['generated'], 'msffn_centre_generated': ['generated']}
 #: Rows that are not trained but tested with the weights another row trained (same seed), every input frame replaced
 #: by the centre one: how much the 7-frame network's output depends on its neighbours.
 FED_CENTRE = {'msffn_fed_centre': 'msffn', 'dksan_fed_centre': 'dksan'}
@@ -119,6 +125,17 @@ def _data_paths(data: str, scale: int) -> dict:
             'meta_info_file': osp.join(data, 'meta_info_train_GT.txt')}
 
 
+def _meta_info(meta: str, sources: list, work: str) -> str:
+    """A copy of the training list ``meta`` in ``work`` with the septuplets of ``sources`` only."""
+    path = osp.join(work, 'meta_info', f'meta_info_train_GT_{"_".join(sources)}.txt')
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    with open(meta, encoding='utf-8') as f:
+        lines = [line for line in f if line.split('/')[0] in sources]
+    with open(path, 'w', encoding='utf-8') as f:
+        f.writelines(lines)
+    return path
+
+
 def train_options(row: str, seed: int, data: str, args) -> dict:
     scale, _, _, net = ROWS[row]
     with open(osp.join(ROOT, 'options', BASE_OPTIONS[scale]), encoding='utf-8') as f:
@@ -127,6 +144,8 @@ def train_options(row: str, seed: int, data: str, args) -> dict:
     train = opt['datasets']['train']
     train.update(_data_paths(data, scale), name='VideoBench', num_frame=num_frame(row), gt_size=args.gt_size[scale],
                  batch_size_per_gpu=args.batch)
+    if row in TRAIN_SOURCES:
+        train['meta_info_file'] = _meta_info(train['meta_info_file'], TRAIN_SOURCES[row], args.work)
     opt['datasets'] = {'train': train}  # no validation: the held-out clips are only tested, after training
     if args.init:  # continue the same row and seed of an earlier bench: its weights, a fresh cosine period
         init = osp.join(args.init, 'experiments', opt['name'], 'models', 'net_g_latest.pth')
@@ -305,6 +324,8 @@ def scale_table(scale: int, results: dict, clips: list) -> list:
 #: The papers' claims and the project's targets as (row a, row b, margin in dB): PSNR-Y of a − b ≥ margin.
 CHECKS = [('msffn', 'bicubic_x4', 1.5, 'MSFFN (7 frames) over bicubic (target ≥ 1.5 dB)'),
           ('msffn', 'msffn_centre', 0.3, 'MSFFN temporal gain: 7 frames over the centre frame ×7 (target ≥ 0.3 dB)'),
+          ('msffn_generated', 'msffn_centre_generated', 0.3, 'MSFFN temporal gain, trained on the generated '
+           'septuplets only (all of them hold one)'),
           ('msffn_nf3', 'msffn_centre', 0., 'N_f = 3 over N_f = 1 (Table VIII)'),
           ('msffn_nf5', 'msffn_nf3', 0., 'N_f = 5 over N_f = 3 (Table VIII)'),
           ('msffn', 'msffn_nf5', 0., 'N_f = 7 over N_f = 5 (Table VIII)'),
