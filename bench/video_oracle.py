@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from basicsr.utils import img2tensor, tensor2img
 from basicsr.utils.matlab_functions import calculate_weights_indices
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -75,7 +76,8 @@ def warp(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
 
 
 def _tensor(img: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(img.astype(np.float32) / 255).permute(2, 0, 1)[None]
+    """An 8-bit BGR frame as a (1, 3, H, W) tensor in [0, 1], BGR kept (BasicSR's metrics read BGR)."""
+    return img2tensor(img.astype(np.float32) / 255, bgr2rgb=False)[None]
 
 
 def window(gts: list, lqs: list, c: int, half: int, scale: int, tolerance: float = MASK_TOLERANCE) -> tuple:
@@ -83,15 +85,13 @@ def window(gts: list, lqs: list, c: int, half: int, scale: int, tolerance: float
     ``gts`` and LR frames ``lqs``), the centre first, then outwards: LR frames, grids from the centre (``None`` for
     itself) and masks (1 where the warped centre target, downsampled, is within ``tolerance`` 8-bit values of the LR
     frame)."""
-    ys, grids, masks = [], [], []
-    for k in sorted(range(c - half, c + half + 1), key=lambda k: abs(k - c)):
-        y = _tensor(lqs[k])
-        grid = None if k == c else flow_grid(gts[c], gts[k])
-        predicted = downsample(_tensor(gts[c]) if grid is None else warp(_tensor(gts[c]), grid), scale)
-        ys.append(y)
-        grids.append(grid)
-        masks.append(((predicted - y).abs().amax(1, keepdim=True) * 255 <= tolerance).float() if grid is not None
-                     else torch.ones_like(y[:, :1]))
+    centre = _tensor(gts[c])
+    ys, grids, masks = [_tensor(lqs[c])], [None], [torch.ones_like(centre[:, :1, ::scale, ::scale])]
+    for k in sorted(range(c - half, c + half + 1), key=lambda k: abs(k - c))[1:]:
+        ys.append(_tensor(lqs[k]))
+        grids.append(flow_grid(gts[c], gts[k]))
+        predicted = downsample(warp(centre, grids[-1]), scale)
+        masks.append(((predicted - ys[-1]).abs().amax(1, keepdim=True) * 255 <= tolerance).float())
     return ys, grids, masks
 
 
@@ -109,10 +109,6 @@ def back_project(lqs: list, grids: list, masks: list, scale: int, steps: int) ->
 
     optimizer.step(closure)
     return x.detach().clamp(0, 1)
-
-
-def _img(x: torch.Tensor) -> np.ndarray:
-    return (x[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
 def windows(data: str, split: str, scale: int, half: int, step: int, names: Optional[list], per_source: int):
@@ -171,11 +167,11 @@ def main() -> None:
             inside = ((lq > 0) & (lq < 1)).all(1, keepdim=True)
             worst_d = max(worst_d, float(((downsample(_tensor(gts[c]), scale) - lq).abs() * inside).max() * 255))
             ys, grids, masks = window(gts, lqs, c, half, scale, args.tolerance)
-            bicubic = _img(F.interpolate(ys[0], scale_factor=scale, mode='bicubic', align_corners=False).clamp(0, 1))
+            bicubic = tensor2img(F.interpolate(ys[0], scale_factor=scale, mode='bicubic', align_corners=False), False)
             rows['bicubic'].setdefault(group, []).append((calculate_psnr(bicubic, gts[c], 0, test_y_channel=True),
                                                           calculate_ssim(bicubic, gts[c], 0, test_y_channel=True), 1.))
             for nf in args.num_frames:
-                out = _img(back_project(ys[:nf], grids[:nf], masks[:nf], scale, args.steps))
+                out = tensor2img(back_project(ys[:nf], grids[:nf], masks[:nf], scale, args.steps), False)
                 kept = float(torch.cat(masks[1:nf]).mean()) if nf > 1 else 1.
                 rows[nf].setdefault(group, []).append((calculate_psnr(out, gts[c], 0, test_y_channel=True),
                                                        calculate_ssim(out, gts[c], 0, test_y_channel=True), kept))

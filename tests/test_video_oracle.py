@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from basicsr.metrics import calculate_psnr
+from basicsr.utils import tensor2img
 from basicsr.utils.matlab_functions import imresize
 from skimage import data
 
@@ -35,6 +36,6 @@ def test_back_projection_gains_from_a_sub_pixel_pan():
     gts = [np.round(f * 255).astype(np.uint8) for f in frames]
     lqs = [np.round(imresize(f / 255, 1 / 4) * 255).clip(0, 255).astype(np.uint8) for f in gts]
     lqs, grids, masks = video_oracle.window(gts, lqs, 2, 2, 4)
-    psnr = {nf: calculate_psnr(video_oracle._img(video_oracle.back_project(lqs[:nf], grids[:nf], masks[:nf], 4, 40)),
+    psnr = {nf: calculate_psnr(tensor2img(video_oracle.back_project(lqs[:nf], grids[:nf], masks[:nf], 4, 40), False),
                                gts[2], 8, test_y_channel=True) for nf in (1, 5)}
     assert psnr[5] > psnr[1] + 1, psnr
