@@ -13,6 +13,8 @@ and per scene the 8-bit mean-colour error of the saved SDAN image against the wh
 
     python bench/pretrained_eval.py [--weights sdan_basicsr/weights/sdan_x4_bayer.pth] [--out bench/pretrained_eval.md]
     python bench/pretrained_eval.py --trees demo          # only the demo's held-out scenes
+    python bench/pretrained_eval.py --weights checkpoints/SDAN_size_32x8/net_g_3500.pth --out /tmp/eval_32x8.md
+                                                          # a training's checkpoint, of any size (read off its shapes)
 """
 import argparse
 import datetime
@@ -64,10 +66,28 @@ def tree_folder(name: str) -> str:
     return osp.join(folder, 'test')
 
 
+def network_force(weights: str) -> list:
+    """``--force_yml`` entries that fit the ``network_g`` of :data:`SDAN_OPT` to ``weights``: their stored options,
+    or those read off their shapes for a training's own checkpoint (another size than the shipped one)."""
+    import yaml
+
+    from sdan_basicsr.tools.zoom import infer_sdan_options, load_weights
+
+    state, stored = load_weights(weights)
+    network = stored or infer_sdan_options(state, weights)
+    with open(osp.join(ROOT, SDAN_OPT), encoding='utf-8') as f:
+        base = yaml.safe_load(f)['network_g']
+    def same(a, b):  # in_gamma is read off a float32 buffer
+        return abs(a - b) <= 1e-6 * abs(b) if isinstance(a, float) and isinstance(b, float) else a == b
+
+    return [f'network_g:{k}={str(v).lower() if isinstance(v, bool) else v}' for k, v in network.items()
+            if k in base and k != 'type' and not same(v, base[k])]
+
+
 def run_test(opt: str, name: str, dataroot: str, weights: str = None) -> None:
     force = [f'name={name}', f'datasets:test:dataroot={dataroot}']
     if weights is not None:
-        force.append(f'path:pretrain_network_g={weights}')
+        force += [f'path:pretrain_network_g={weights}', *network_force(weights)]
     cmd = [sys.executable, osp.join(ROOT, 'sdan_basicsr', 'test.py'), '-opt', opt, '--force_yml', *force]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode:
@@ -135,9 +155,11 @@ def side_by_side(tree: str, out: str, width: int = 320) -> str:
 
 
 def markdown(results: dict, weights: str, seconds: float) -> str:
-    lines = ['# Shipped SDAN: held-out figures\n',
+    title = 'Shipped SDAN' if osp.join(ROOT, weights) == SHIPPED_WEIGHTS else f'`{weights}`'
+    threads = os.environ.get('OMP_NUM_THREADS') or os.cpu_count()
+    lines = [f'# {title}: held-out figures\n',
              f'`python bench/pretrained_eval.py` with `{weights}`, {platform.processor() or platform.machine()}, '
-             f'{os.cpu_count()} threads, {datetime.date.today()}, {seconds / 60:.1f} min. PSNR / SSIM / LPIPS on '
+             f'{threads} threads, {datetime.date.today()}, {seconds / 60:.1f} min. PSNR / SSIM / LPIPS on '
              'photographs never trained on; colour: worst 8-bit mean-colour error of a scene and channel.\n',
              '| tree | Bicubic | SDAN | SDAN, colour-matched | Δ PSNR (plain / matched) | worst colour |',
              '|---|---|---|---|---|---|']

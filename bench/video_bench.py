@@ -86,13 +86,17 @@ ROWS = {
                          _centre(MSFFN_NET)),
     'dksan_fed_centre': (16, 'DKSAN 7-frame weights, fed the centre frame ×7', 'use of the neighbours',
                          _centre(DKSAN_NET)),
+    'msffn_df_fed_centre': (4, 'MSFFN (DF) weights, fed the centre frame ×7', 'use of the neighbours',
+                            _centre(dict(MSFFN_NET, fusion='df'))),
+    'edvr_m_fed_centre': (4, 'EDVR-M weights, fed the centre frame ×5', 'use of the neighbours', _centre(EDVR_NET)),
 }
 #: Rows trained on the septuplets of some sources only: whether MSFFN learns its temporal gain when every training
 #: septuplet holds one (``bench/video_oracle.md``: vtest's, 113 of 198, hold none).
 TRAIN_SOURCES = {'msffn_generated': ['generated'], 'msffn_centre_generated': ['generated']}
 #: Rows that are not trained but tested with the weights another row trained (same seed), every input frame replaced
 #: by the centre one: how much the 7-frame network's output depends on its neighbours.
-FED_CENTRE = {'msffn_fed_centre': 'msffn', 'dksan_fed_centre': 'dksan'}
+FED_CENTRE = {'msffn_fed_centre': 'msffn', 'dksan_fed_centre': 'dksan', 'msffn_df_fed_centre': 'msffn_df',
+              'edvr_m_fed_centre': 'edvr_m'}
 #: The rows of ``--smoke`` and its video set (generated clips only, 64 px) and budget.
 SMOKE_ROWS = ['bicubic_x4', 'msffn', 'msffn_centre', 'msffn_fed_centre', 'bicubic_x16', 'dksan']
 SMOKE_SET = dict(scale=(4, 16), gt_size=64, num_train_clips=4, num_test_clips=2, num_test_frames=8, num_objects=3,
@@ -338,6 +342,10 @@ CHECKS = [('msffn', 'bicubic_x4', 1.5, 'MSFFN (7 frames) over bicubic (target �
            'frame ×7 (≥ 0.1 dB)'),
           ('dksan', 'dksan_fed_centre', 0.1, 'DKSAN uses its neighbours: its weights fed 7 frames over fed the centre '
            'frame ×7 (≥ 0.1 dB)'),
+          ('msffn_df', 'msffn_df_fed_centre', 0.1, 'MSFFN with one-stage fusion uses its neighbours: its weights fed '
+           '7 frames over fed the centre frame ×7 (≥ 0.1 dB)'),
+          ('edvr_m', 'edvr_m_fed_centre', 0.1, 'EDVR-M uses its neighbours: its weights fed 5 frames over fed the '
+           'centre frame ×5 (≥ 0.1 dB)'),
           ('dksan_ca', 'dksan_backbone', 0., '+ CA over backbone (Table 3: +0.24 dB)'),
           ('dksan_align', 'dksan_ca', 0., '+ DKC_Align over + CA (Table 3: +0.05 dB)'),
           ('dksan', 'dksan_align', 0., '+ DKSA over + DKC_Align (Table 3: +0.11 dB)')]
