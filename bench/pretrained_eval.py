@@ -125,7 +125,7 @@ def evaluate(tree: str, weights: str) -> dict:
     return rows
 
 
-def side_by_side(tree: str, out: str, width: int = 320) -> str:
+def side_by_side(tree: str, out: str, sdan: str = 'SDAN (shipped)', width: int = 320) -> str:
     """Input | bicubic | SDAN | target of the tree's first scene, cropped where the target has most detail, as the
     images were saved (white balance applied); a JPEG small enough for the README."""
     import glob
@@ -146,7 +146,7 @@ def side_by_side(tree: str, out: str, width: int = 320) -> str:
     ch = width * 3 // 4
     y, x = demo._detail_box(target, ch, width)
     panels = [img[y:y + ch, x:x + width] for img in (lq, *saved, target)]
-    labels = ['input (JPEG of the RAW)', 'bicubic', 'SDAN (shipped)', 'target (long focal)']
+    labels = ['input (JPEG of the RAW)', 'bicubic', sdan, 'target (long focal)']
     band = demo._label_band(labels, width, 28, 4)
     spacer = np.full((ch, 4, 3), 255, np.uint8)
     row = np.concatenate([t for p in panels for t in (p, spacer)][:-1], axis=1)
@@ -213,7 +213,8 @@ def main() -> None:
         args.figure = args.figure or (osp.join('docs', 'figures', 'pretrained_side_by_side.jpg') if shipped else
                                       osp.splitext(args.out)[0] + '_side_by_side.jpg')
         os.makedirs(osp.dirname(args.figure) or '.', exist_ok=True)
-        print(f"side-by-side: {side_by_side('demo', args.figure)}")
+        label = 'SDAN (shipped)' if shipped else f'SDAN ({osp.splitext(osp.basename(args.weights))[0]})'
+        print(f"side-by-side: {side_by_side('demo', args.figure, label)}")
 
 
 if __name__ == '__main__':
