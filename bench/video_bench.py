@@ -420,6 +420,8 @@ def main() -> None:
                         'the same row and seed there and trains --iters more (a longer budget in rounds)')
     parser.add_argument('--keep', help='a second home of the finished rows, read when --work lacks them (default '
                         'bench/video_bench_rows/<name of --work>, kept in the repository; --smoke: none)')
+    parser.add_argument('--no-picture', action='store_true', help='no picture beside the report (another report '
+                        'shows the same rows)')
     parser.add_argument('--smoke', action='store_true', help='prove the bench end to end: tiny clips, a few '
                         'iterations, one seed, a few rows')
     args = parser.parse_args()
@@ -452,14 +454,15 @@ def main() -> None:
         print(row, [round(r['psnr']['mean'], 3) for r in results[row]], flush=True)
 
     png = osp.splitext(out)[0] + '.png'
-    frame = picture(results, data, args.work, png)
+    frame = None if args.no_picture else picture(results, data, args.work, png)
     clips = sorted(clips_meta['test'])
     sources = {}
     for key in clips_meta['train']:
         sources[key.split('/')[0]] = sources.get(key.split('/')[0], 0) + 1
     command = 'python bench/video_bench.py' + ' '.join(
-        [''] + (['--smoke'] if smoke else []) + [f'--rows {" ".join(args.rows)}', f'--iters {args.iters}',
-                                                 f'--batch {args.batch}', f'--seeds {" ".join(map(str, args.seeds))}']
+        [''] + (['--smoke'] if smoke else []) + (['--no-picture'] if args.no_picture else [])
+        + [f'--rows {" ".join(args.rows)}', f'--iters {args.iters}', f'--batch {args.batch}',
+           f'--seeds {" ".join(map(str, args.seeds))}']
         + ([f'--work {osp.relpath(args.work, ROOT)}', f'--init {osp.relpath(args.init, ROOT)}'] if args.init else []))
     lines = [
         '# Video benchmark: MSFFN (×4) and DKSAN (×16) on held-out clips', '',
@@ -483,7 +486,7 @@ def main() -> None:
               'PSNR-Y of one row minus another; **yes** when the difference clears the margin by more than the '
               'spread (the sum of both rows\' half-ranges over the seeds), **within spread** when only the spread '
               'reaches it, **no** otherwise.', ''] + (check_lines(results) or ['- (no pair ran)'])
-    if osp.isfile(png):
+    if frame and osp.isfile(png):
         lines += ['', f'Held-out frame ({frame}): `{osp.basename(png)}`', '', f'![held-out frame]({osp.basename(png)})']
     with open(out, 'w', encoding='utf-8') as f:
         f.write('\n'.join(lines) + '\n')
