@@ -152,10 +152,8 @@ def train_options(row: str, seed: int, data: str, args) -> dict:
         train['meta_info_file'] = _meta_info(train['meta_info_file'], TRAIN_SOURCES[row], args.work)
     opt['datasets'] = {'train': train}  # no validation: the held-out clips are only tested, after training
     if args.init:  # continue the same row and seed of an earlier bench: its weights, a fresh cosine period
-        init = osp.join(args.init, 'experiments', opt['name'], 'models', 'net_g_latest.pth')
-        if not osp.isfile(init):
-            raise FileNotFoundError(f'--init {args.init}: no weights of {row} seed {seed} at {init}')
-        opt['path']['pretrain_network_g'] = init
+        opt['path']['pretrain_network_g'] = osp.join(args.init, 'experiments', opt['name'], 'models',
+                                                     'net_g_latest.pth')
     opt.pop('val', None)
     opt['train'].update(total_iter=args.iters)
     opt['train']['scheduler'].update(periods=[args.iters])
@@ -270,6 +268,9 @@ def run_row(row: str, seed: int, data: str, set_args: dict, args) -> dict:
         seconds = kept['result']['seconds']
         print(f'{row} seed {seed}: testing the weights trained for {record} again', flush=True)
     elif trained:
+        init = train_opt['path'].get('pretrain_network_g')
+        if init and not osp.isfile(init):  # a kept row is reused without them, a training needs them
+            raise FileNotFoundError(f'--init {args.init}: no weights of {row} seed {seed} at {init}')
         start = time.time()
         _launch('train.py', _write(opts, train_opt['name'], train_opt), args.work)
         seconds = time.time() - start

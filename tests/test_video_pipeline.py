@@ -130,3 +130,17 @@ def test_video_bench_smoke(tmp_path):
     assert 'msffn seed 0: reusing' in again.stdout
     assert sorted(p.name for p in (tmp_path / 'work' / 'experiments').iterdir()) == ['video_bench_msffn_seed1']
     assert (tmp_path / 'keep' / 'msffn_seed1.json').is_file()
+    # a continuation round (--init) trains from the earlier round's weights; its kept row is still reused once those
+    # weights are gone, and a row that would have to train without them is refused, naming the missing file
+    cont = [sys.executable, osp.join(REPO_ROOT, 'bench', 'video_bench.py'), '--smoke', '--rows', 'bicubic_x4', 'msffn',
+            '--work', str(tmp_path / 'work2'), '--init', str(tmp_path / 'work'), '--keep', str(tmp_path / 'keep2'),
+            '--no-picture', '--out', str(tmp_path / 'cont.md'), '--seeds']
+    first = subprocess.run(cont + ['1'], env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert (tmp_path / 'keep2' / 'msffn_seed1.json').is_file()
+    shutil.rmtree(tmp_path / 'work' / 'experiments')
+    reused = subprocess.run(cont + ['1'], env=env, capture_output=True, text=True)
+    assert reused.returncode == 0, reused.stderr[-3000:]
+    assert 'msffn seed 1: reusing' in reused.stdout
+    missing = subprocess.run(cont + ['0'], env=env, capture_output=True, text=True)
+    assert missing.returncode != 0 and 'no weights of msffn seed 0' in missing.stderr, missing.stderr[-3000:]
