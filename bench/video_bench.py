@@ -250,7 +250,7 @@ def run_row(row: str, seed: int, data: str, set_args: dict, args) -> dict:
                        if train_opt else None)
     # a fed-centre row tests the source row's weights under CentreFrameRepeat's prefix, written when it is tested
     weights = osp.join(args.work, 'weights', f'{row}_seed{seed}.pth') if row in FED_CENTRE else trained_weights
-    save_img = seed == args.seeds[0] and row in PICTURED
+    save_img = not args.no_picture and seed == args.seeds[0] and row in PICTURED
     test_opt = test_options(row, seed, data, weights, save_img)
     record = osp.join(args.work, 'rows', f'{row}_seed{seed}.json')
     kept = _read_record(row, seed, args)
