@@ -125,9 +125,9 @@ def evaluate(tree: str, weights: str) -> dict:
     return rows
 
 
-def side_by_side(tree: str, out: str, sdan: str = 'SDAN (shipped)', width: int = 320) -> str:
-    """Input | bicubic | SDAN | target of the tree's first scene, cropped where the target has most detail, as the
-    images were saved (white balance applied); a JPEG small enough for the README."""
+def side_by_side(tree: str, out: str, sdan: str, width: int = 320) -> str:
+    """Input | bicubic | ``sdan`` (the SDAN panel's label) | target of the tree's first scene, cropped where the
+    target has most detail, as the images were saved (white balance applied); a JPEG small enough for the README."""
     import glob
 
     import cv2
