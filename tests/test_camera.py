@@ -5,10 +5,11 @@ import os.path as osp
 import numpy as np
 import pytest
 import rawpy
+from PIL import Image
 
 from sdan_basicsr.data import camera as cam
 from sdan_basicsr.data import raw_utils
-from sdan_basicsr.tools.make_demo import make_demo, photo_linear
+from sdan_basicsr.tools.make_demo import TARGET_SHOTS, make_demo, photo_linear, render_linear
 
 
 def test_sample_camera_is_deterministic_and_in_range():
@@ -103,3 +104,30 @@ def test_random_camera_tree_records_and_writes_its_cameras(tmp_path):
         assert all('psf' in shot for shot in scene['shots'])
     with pytest.raises(ValueError, match='camera: random'):
         make_demo(str(tmp_path / 'c'), num_scenes=2, size=256, noise='mid')
+
+
+def test_clean_targets_change_only_the_training_targets_jpegs(tmp_path):
+    """``clean_targets``: the training scenes' target JPEGs are the camera's rendering of the noiseless, unblurred
+    sensor image; every DNG, every other JPEG and every scene's draws stay those of the real-shot tree."""
+    kwargs = dict(num_scenes=3, num_test=1, size=256, seed=5, residual=0., camera='random')
+    real = make_demo(str(tmp_path / 'real'), **kwargs)
+    clean = make_demo(str(tmp_path / 'clean'), clean_targets=True, **kwargs)
+    assert clean['scenes'] == real['scenes'] and clean['tree']['clean_targets']
+    for key, scene in clean['scenes'].items():
+        for k in range(1, len(scene['shots']) + 1):
+            name = raw_utils.shot_name(k)
+            files = [osp.join(tmp_path, tree, key, name) for tree in ('real', 'clean')]
+            dngs = [open(f'{f}.ARW', 'rb').read() for f in files]
+            assert dngs[0] == dngs[1]
+            jpgs = [np.asarray(Image.open(f'{f}.JPG'), dtype=np.float32) / 255 for f in files]
+            if not (key.startswith('train/') and k in TARGET_SHOTS):
+                np.testing.assert_array_equal(jpgs[0], jpgs[1])
+                continue
+            h, w = scene['size']
+            y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+            radiance = render_linear(scene, k, x, y).astype(np.float32)
+            want = cam.process(cam.unprocess(radiance, scene['camera'], scene['wb']), scene['camera'], scene['wb'])
+            errors = [np.abs(jpg - want).mean() for jpg in jpgs]
+            assert errors[1] < 0.01 and errors[0] > 2 * errors[1], (key, k, errors)  # JPEG q95, 4:2:0
+    with pytest.raises(ValueError, match='camera: random'):
+        make_demo(str(tmp_path / 'demo'), num_scenes=2, size=256, clean_targets=True)

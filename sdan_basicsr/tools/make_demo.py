@@ -78,6 +78,8 @@ PHOTO_PER_PIXEL = (1.0, 1.6)
 MIN_PHOTO_SHOT = 448
 #: At most this many scenes (crops) of one photograph per pass over the photographs: one per two shot areas it holds.
 MAX_CROPS = 6
+#: The long-focal shots, the targets of the ×4 training pairs (:data:`~sdan_basicsr.data.raw_utils.TRAIN_PAIRS`).
+TARGET_SHOTS = tuple(sorted(hr for _, hr in raw_utils.TRAIN_PAIRS))
 
 
 def photo_path(name: str) -> str:
@@ -312,12 +314,17 @@ def exact_target(meta: dict, sample: dict, scale: int) -> np.ndarray:
     x, y = m[0, 0] * u + m[0, 1] * v + m[0, 2], m[1, 0] * u + m[1, 1] * v + m[1, 2]
     radiance = render_linear(scene, int(shot), x, y, pitch=1 / scale)
     if 'camera' in scene:  # the camera's rendering of the noiseless, unblurred sensor image, white balance removed
-        camera = scene['camera']
-        jpeg = cam.process(cam.unprocess(radiance.astype(np.float32), camera, scene['wb']), camera, scene['wb'])
+        jpeg = clean_rendering(scene, radiance)
         return raw_utils.remove_white_balance(jpeg, np.asarray(scene['wb'])).astype(np.float32)
     r, _, _, b = scene['wb']
     sensor = radiance * meta['exposure'] / np.array([r, 1, b])
     return (np.clip(sensor, 0, 1)**(1 / raw_utils.JPEG_GAMMA)).astype(np.float32)
+
+
+def clean_rendering(scene: dict, radiance: np.ndarray) -> np.ndarray:
+    """The scene camera's JPEG values in [0, 1] of ``radiance`` seen without noise, mosaic or lens blur."""
+    camera = scene_camera(scene)
+    return cam.process(cam.unprocess(radiance.astype(np.float32), camera, scene['wb']), camera, scene['wb'])
 
 
 def _save_jpg(path: str, rgb: np.ndarray, focal_length: float) -> None:
@@ -328,13 +335,18 @@ def _save_jpg(path: str, rgb: np.ndarray, focal_length: float) -> None:
     Image.fromarray(rgb).save(path, quality=95, exif=exif)
 
 
-def write_shot(scene: dict, k: int, folder: str, rng: np.random.Generator) -> None:
+def write_shot(scene: dict, k: int, folder: str, rng: np.random.Generator, clean_jpg: bool = False) -> None:
     """Write ``0000k.ARW`` (DNG mosaic with noise, carrying its camera) and ``0000k.JPG`` (the camera's rendering with
-    EXIF), through the scene's camera (:mod:`sdan_basicsr.data.camera`)."""
+    EXIF), through the scene's camera (:mod:`sdan_basicsr.data.camera`).
+
+    ``clean_jpg``: the JPEG is the camera's rendering of the noiseless sensor image without lens blur (as
+    :func:`exact_target` renders it) instead of the rendering of the noisy mosaic; the DNG, and the random draws, stay
+    as they are."""
     h, w = scene['size']
     y, x = np.mgrid[0:h, 0:w].astype(np.float64)
     camera = scene_camera(scene)
-    sensor = cam.unprocess(lens_blur(scene, k, render_linear(scene, k, x, y)), camera, scene['wb'])
+    radiance = render_linear(scene, k, x, y)
+    sensor = cam.unprocess(lens_blur(scene, k, radiance), camera, scene['wb'])
     dy, dx = raw_utils.CFA_OFFSETS[camera['pattern']]
     # a mosaic of pattern P starts (dy, dx) before an RGGB one (raw_utils.CFA_OFFSETS)
     mosaic = raw_utils.mosaic_rgb(np.pad(sensor, ((dy, 0), (dx, 0), (0, 0))))[dy:, dx:]
@@ -346,11 +358,14 @@ def write_shot(scene: dict, k: int, folder: str, rng: np.random.Generator) -> No
     raw_utils.write_dng(osp.join(folder, f'{name}.ARW'), counts, camera['pattern'], black, white, (1 / r, 1., 1 / b),
                         focal, camera['xyz_to_cam'])
 
-    # camera ISP: demosaic, white balance, colour matrix, tone
-    norm = np.clip((counts.astype(np.float32) - black) / (white - black), 0, 1)
-    bayer = cv2.COLOR_BayerBG2RGB
-    demosaicked = cv2.cvtColor(np.pad((norm * 65535).astype(np.uint16), ((dy, 0), (dx, 0)), mode='reflect'), bayer)
-    rgb = cam.process(demosaicked[dy:, dx:].astype(np.float32) / 65535, camera, scene['wb'])
+    if clean_jpg:
+        rgb = clean_rendering(scene, radiance)
+    else:  # camera ISP: demosaic, white balance, colour matrix, tone
+        norm = np.clip((counts.astype(np.float32) - black) / (white - black), 0, 1)
+        bayer = cv2.COLOR_BayerBG2RGB
+        demosaicked = cv2.cvtColor(np.pad((norm * 65535).astype(np.uint16), ((dy, 0), (dx, 0)), mode='reflect'),
+                                   bayer)
+        rgb = cam.process(demosaicked[dy:, dx:].astype(np.float32) / 65535, camera, scene['wb'])
     _save_jpg(osp.join(folder, f'{name}.JPG'), (rgb * 255 + 0.5).astype(np.uint8), focal)
 
 
@@ -424,7 +439,7 @@ def scene_params(rng: np.random.Generator, photo: str, num_shots: int, size: int
         scene['camera'] = cam.sample_camera(camera_rng, **(camera_opt or {}))
         scene['wb'] = cam.sample_gains(camera_rng)
         for k, shot in enumerate(shots, 1):
-            shot['psf'] = cam.sample_psf(camera_rng, target=k <= 3)
+            shot['psf'] = cam.sample_psf(camera_rng, target=k in TARGET_SHOTS)
     return scene
 
 
@@ -464,7 +479,8 @@ def make_demo(out: str,
               photos: Sequence[str] = (),
               camera: str = 'demo',
               camera_matrix: Optional[str] = None,
-              noise: Optional[str] = None) -> dict:
+              noise: Optional[str] = None,
+              clean_targets: bool = False) -> dict:
     """Write a demo SR-RAW tree ``out/{train,test}/<scene>/0000k.{ARW,JPG}`` and run the preprocessing on it.
 
     Every shot is ``size`` × ``3/4 size`` pixels (even); scenes with an odd index have 6 shots (no
@@ -499,6 +515,11 @@ def make_demo(out: str,
             :data:`~sdan_basicsr.data.camera.HELD_OUT_XYZ_TO_CAM` instead of a mixture. Default: None.
         noise (str | None): With ``camera: random``, every camera's noise at this level of
             :data:`~sdan_basicsr.data.camera.NOISE_LEVELS`. Default: None (random).
+        clean_targets (bool): With ``camera: random``, the JPEGs of the training scenes' target shots
+            (:data:`TARGET_SHOTS`) are their camera's rendering of the noiseless sensor image without lens blur, so
+            that a network learns to zoom, denoise and deblur rather than to reproduce the target's noise and blur (the
+            practice of synthetic RAW training data: Brooks et al. 2019, BSRAW); their DNGs and every held-out scene
+            stay real shots. Default: False.
 
     Returns:
         dict: The metadata written to ``demo_meta.json``: ``{'tree': {the arguments above}, 'scenes':
@@ -510,8 +531,8 @@ def make_demo(out: str,
         num_test = max(1, num_scenes // 4) if num_scenes >= 2 else 0
     if camera not in ('demo', 'random'):
         raise ValueError(f"camera must be 'demo' or 'random', got {camera!r}")
-    if camera == 'demo' and (photos or camera_matrix or noise):
-        raise ValueError('photos, camera_matrix and noise need camera: random')
+    if camera == 'demo' and (photos or camera_matrix or noise or clean_targets):
+        raise ValueError('photos, camera_matrix, noise and clean_targets need camera: random')
     if camera_matrix is not None and camera_matrix not in cam.HELD_OUT_XYZ_TO_CAM:
         raise ValueError(f'camera_matrix: {camera_matrix!r} is not one of {sorted(cam.HELD_OUT_XYZ_TO_CAM)}')
     if noise is not None and noise not in cam.NOISE_LEVELS:
@@ -521,17 +542,19 @@ def make_demo(out: str,
     tree = dict(num_scenes=num_scenes, num_test=num_test, size=size, seed=seed, shift=shift, residual=residual,
                 color_variation=color_variation)
     if camera != 'demo':
-        tree.update(photos=list(photos), camera=camera, camera_matrix=camera_matrix, noise=noise)
+        tree.update(photos=list(photos), camera=camera, camera_matrix=camera_matrix, noise=noise,
+                    clean_targets=clean_targets)
     camera_opt = dict(noise=noise, xyz_to_cam=cam.HELD_OUT_XYZ_TO_CAM.get(camera_matrix))
     meta = dict(seed=seed, exposure=EXPOSURE, tree=tree, scenes={})
     for i, (key, photo, vary) in enumerate(scene_plan(num_scenes, num_test, color_variation, files)):
+        split = key.split('/')[0]
         num_shots = 6 if i % 2 else 7
         camera_rng = np.random.default_rng([seed, i]) if camera == 'random' else None
         scene = scene_params(rng, photo, num_shots, size, shift, residual, vary, camera_rng, camera_opt)
         folder = osp.join(out, key)
         os.makedirs(folder, exist_ok=True)
         for k in range(1, num_shots + 1):
-            write_shot(scene, k, folder, rng)
+            write_shot(scene, k, folder, rng, clean_jpg=clean_targets and split == 'train' and k in TARGET_SHOTS)
         meta['scenes'][key] = scene
     with open(osp.join(out, META_FILE), 'w') as f:
         json.dump(meta, f, indent=1)
@@ -562,10 +585,14 @@ def main(argv: Optional[List[str]] = None) -> None:
                         help='with --camera random: every scene with this real camera\'s colour matrix')
     parser.add_argument('--noise', choices=sorted(cam.NOISE_LEVELS), default=None,
                         help='with --camera random: every scene\'s sensor noise at this level')
+    parser.add_argument('--clean-targets', action='store_true',
+                        help='with --camera random: the training scenes\' target JPEGs rendered without noise and lens '
+                        'blur (their DNGs and the held-out scenes unchanged)')
     args = parser.parse_args(argv)
     make_demo(args.out, num_scenes=args.num_scenes, size=args.size, seed=args.seed, shift=args.shift,
               residual=args.residual, num_test=args.num_test, color_variation=args.color_variation, jobs=args.jobs,
-              photos=args.photos, camera=args.camera, camera_matrix=args.camera_matrix, noise=args.noise)
+              photos=args.photos, camera=args.camera, camera_matrix=args.camera_matrix, noise=args.noise,
+              clean_targets=args.clean_targets)
     print(f'SR-RAW demo tree written to {args.out}')
 
 
