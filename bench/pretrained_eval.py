@@ -187,6 +187,15 @@ def markdown(results: dict, weights: str, seconds: float) -> str:
     return '\n'.join(lines) + '\n'
 
 
+def checkpoint_name(weights: str) -> str:
+    """``<experiment> <iteration>`` of a training's ``experiments/<experiment>/models/net_g_<iteration>.pth``, else the
+    file's name without extension."""
+    folder, stem = osp.split(osp.splitext(osp.abspath(weights))[0])
+    if osp.basename(folder) == 'models' and stem.startswith('net_g_'):
+        return f"{osp.basename(osp.dirname(folder))} {stem[len('net_g_'):]}"
+    return stem
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--weights', default=SHIPPED_WEIGHTS)
@@ -215,7 +224,7 @@ def main() -> None:
         args.figure = args.figure or (osp.join('docs', 'figures', 'pretrained_side_by_side.jpg') if shipped else
                                       osp.splitext(args.out)[0] + '_side_by_side.jpg')
         os.makedirs(osp.dirname(args.figure) or '.', exist_ok=True)
-        label = 'SDAN (shipped)' if shipped else f'SDAN ({osp.splitext(osp.basename(args.weights))[0]})'
+        label = 'SDAN (shipped)' if shipped else f'SDAN ({checkpoint_name(args.weights)})'
         print(f"side-by-side: {side_by_side('demo', args.figure, label)}")
 
 
