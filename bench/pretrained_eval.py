@@ -68,9 +68,13 @@ def tree_folder(name: str) -> str:
 
 def network_force(weights: str) -> list:
     """``--force_yml`` entries that fit the ``network_g`` of :data:`SDAN_OPT` to ``weights``: their stored options,
-    or those read off their shapes for a training's own checkpoint (another size than the shipped one)."""
+    or those read off their shapes for a training's own checkpoint (another size than the shipped one); a network
+    that reads its input's noise level gets the dataset's noise profiles."""
+    import inspect
+
     import yaml
 
+    from sdan_basicsr.archs.sdan_arch import SDAN
     from sdan_basicsr.tools.zoom import infer_sdan_options, load_weights
 
     state, stored = load_weights(weights)
@@ -80,8 +84,10 @@ def network_force(weights: str) -> list:
     def same(a, b):  # in_gamma is read off a float32 buffer
         return abs(a - b) <= 1e-6 * abs(b) if isinstance(a, float) and isinstance(b, float) else a == b
 
-    return [f'network_g:{k}={str(v).lower() if isinstance(v, bool) else v}' for k, v in network.items()
-            if k in base and k != 'type' and not same(v, base[k])]
+    defaults = {k: p.default for k, p in inspect.signature(SDAN).parameters.items()}
+    force = [f'network_g:{k}={str(v).lower() if isinstance(v, bool) else v}' for k, v in network.items()
+             if k != 'type' and not same(v, base.get(k, defaults.get(k)))]
+    return force + (['datasets:test:noise_profile=true'] if network.get('noise_input') else [])
 
 
 def run_test(opt: str, name: str, dataroot: str, weights: str = None) -> None:
@@ -114,6 +120,48 @@ def colour_errors(experiment: str, dataroot: str) -> dict:
     return errors
 
 
+#: Flat regions: the target's FLAT_BLOCK² blocks (inside the metrics' border crop) whose high-pass σ is in its lowest
+#: FLAT_SHARE; high pass: the grey image minus its Gaussian blur of σ HIGH_PASS_SIGMA.
+FLAT_BLOCK, FLAT_SHARE, HIGH_PASS_SIGMA = 32, 0.1, 3.
+
+
+def _block_variances(img: np.ndarray) -> np.ndarray:
+    """Variance of the high pass of a BGR uint8 image in each FLAT_BLOCK² block inside the border crop."""
+    import cv2
+
+    grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    high = (grey - cv2.GaussianBlur(grey, (0, 0), HIGH_PASS_SIGMA))[demo.CROP_BORDER:-demo.CROP_BORDER,
+                                                                    demo.CROP_BORDER:-demo.CROP_BORDER]
+    b = FLAT_BLOCK
+    h, w = (high.shape[0] // b) * b, (high.shape[1] // b) * b
+    return high[:h, :w].reshape(h // b, b, w // b, b).var(axis=(1, 3))
+
+
+def flat_noise(tree: str, dataroot: str) -> dict:
+    """``{label: σ}``: the high-pass σ (grey levels) in the target's flattest blocks of every scene of the tree, of
+    the target and of each method's saved images: noise a method adds, or keeps, where the scene has no detail."""
+    import glob
+
+    import cv2
+
+    from sdan_basicsr.data.srraw_dataset import SRRAWPairedDataset
+    from sdan_basicsr.models.sdan_model import image_name
+
+    dataset = SRRAWPairedDataset({'name': 'eval', 'dataroot': dataroot, 'phase': 'test'})
+    variances = {'target': [], 'Bicubic': [], 'SDAN': []}
+    for i in range(len(dataset)):
+        item = dataset[i]
+        stem = image_name(item['lq_path'])
+        target = _block_variances(demo._white_balanced_target(item))
+        flat = target <= np.quantile(target, FLAT_SHARE)
+        variances['target'].append(target[flat])
+        for label in ('Bicubic', 'SDAN'):
+            saved = glob.glob(osp.join(ROOT, 'results', f'pretrained_eval_{tree}_{label}', 'visualization', '*',
+                                       f'{stem}_*.png'))
+            variances[label].append(_block_variances(cv2.imread(saved[0]))[flat])
+    return {label: float(np.sqrt(np.concatenate(v).mean())) for label, v in variances.items()}
+
+
 def evaluate(tree: str, weights: str) -> dict:
     dataroot = tree_folder(tree)
     rows = {}
@@ -122,6 +170,7 @@ def evaluate(tree: str, weights: str) -> dict:
         run_test(opt, name, dataroot, weights if label == 'SDAN' else None)
         rows[label] = dict(mean=demo.read_test_metrics(ROOT, name), images=demo.read_image_metrics(ROOT, name),
                            colour=colour_errors(name, dataroot))
+    rows['flat'] = flat_noise(tree, dataroot)
     return rows
 
 
@@ -161,19 +210,22 @@ def markdown(results: dict, weights: str, seconds: float) -> str:
              f'`python bench/pretrained_eval.py` with `{weights}`, {platform.processor() or platform.machine()}, '
              f'{threads} threads, {datetime.date.today()}, {seconds / 60:.1f} min. PSNR / SSIM / LPIPS on '
              'photographs never trained on; colour: worst 8-bit mean-colour error of a scene and channel (bicubic: '
-             "the camera JPEG's own colours).\n",
+             "the camera JPEG's own colours); flat-region noise: high-pass σ in grey levels (grey minus its Gaussian "
+             f"blur of σ {HIGH_PASS_SIGMA:g}) in the target's flattest tenth of {FLAT_BLOCK}² blocks, target / "
+             'bicubic / SDAN: input noise that SDAN magnifies shows as SDAN > bicubic.\n',
              '| tree | Bicubic | SDAN | SDAN, colour-matched | Δ PSNR (plain / matched) '
-             '| worst colour (bicubic / SDAN) |',
-             '|---|---|---|---|---|---|']
+             '| worst colour (bicubic / SDAN) | flat-region noise (target / bicubic / SDAN) |',
+             '|---|---|---|---|---|---|---|']
     for tree, rows in results.items():
         b, s = rows['Bicubic']['mean'], rows['SDAN']['mean']
         matched = {k[:-len('_color_matched')]: v for k, v in s.items() if k.endswith('_color_matched')}
-        worst = {label: max(np.abs(e).max() for e in rows[label]['colour'].values()) for label in rows}
+        worst = {label: max(np.abs(e).max() for e in rows[label]['colour'].values()) for label in ('Bicubic', 'SDAN')}
+        flat = ' / '.join(f"{rows['flat'][label]:.2f}" for label in ('target', 'Bicubic', 'SDAN'))
 
         def cell(m):
             return f"{m['psnr']:.2f} / {m['ssim']:.4f} / {m['lpips']:.4f}"
         lines.append(f"| {tree} | {cell(b)} | {cell(s)} | {cell(matched)} | {s['psnr'] - b['psnr']:+.2f} / "
-                     f"{matched['psnr'] - b['psnr']:+.2f} | {worst['Bicubic']:.1f} / {worst['SDAN']:.1f} % |")
+                     f"{matched['psnr'] - b['psnr']:+.2f} | {worst['Bicubic']:.1f} / {worst['SDAN']:.1f} % | {flat} |")
     lines += ['', '## Per scene', '', '| tree | scene | Bicubic | SDAN | colour R/G/B (%) | ahead on all three |',
               '|---|---|---|---|---|---|']
     for tree, rows in results.items():

@@ -101,6 +101,8 @@ def test_random_camera_tree_records_and_writes_its_cameras(tmp_path):
                                        atol=2e-3)
             gains = np.asarray(raw.camera_whitebalance[:3]) / raw.camera_whitebalance[1]
             np.testing.assert_allclose(gains, np.asarray(scene['wb'])[[0, 1, 3]], rtol=1e-4)
+        np.testing.assert_allclose(raw_utils.read_noise_profile(osp.join(tmp_path, 'a', key, '00002.ARW')),
+                                   [[camera['shot'], camera['read']]] * 3, rtol=1e-12)  # the DNG's NoiseProfile
         assert all('psf' in shot for shot in scene['shots'])
     with pytest.raises(ValueError, match='camera: random'):
         make_demo(str(tmp_path / 'c'), num_scenes=2, size=256, noise='mid')

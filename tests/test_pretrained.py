@@ -65,6 +65,9 @@ def test_pretrained_eval_fits_the_network_to_any_checkpoint(tmp_path):
     checkpoint = str(tmp_path / 'net_g_10.pth')
     torch.save({'params': net.state_dict()}, checkpoint)  # as BasicSR's save_network: no options in the file
     assert pretrained_eval.network_force(checkpoint) == ['network_g:num_feat=32', 'network_g:num_block=3']
+    torch.save({'params': build_network(dict(shipped, noise_input=True)).state_dict()}, checkpoint)
+    assert pretrained_eval.network_force(checkpoint) == ['network_g:noise_input=true',
+                                                         'datasets:test:noise_profile=true']  # and its test data's
     # its side-by-side names the training it comes from
     assert pretrained_eval.checkpoint_name(checkpoint) == 'net_g_10'
     assert pretrained_eval.checkpoint_name('experiments/SDAN_x/models/net_g_4000.pth') == 'SDAN_x 4000'

@@ -64,3 +64,22 @@ def test_bad_ref_blur_names_the_key(tmp_path, value):
     path.write_text(yaml.safe_dump(opt))
     with pytest.raises(OptionError, match=r'train\.ref_blur'):
         check_option_file(str(path), is_train=True)
+
+
+def test_a_noise_reading_network_gets_the_batch_noise_and_learns_its_head(tmp_path):
+    """SDAN with ``noise_input``: the model passes the batch's ``noise`` in training and test; ``conv_noise``,
+    zero at the start, is trained."""
+    opt = _opt(tmp_path)
+    opt['network_g'].update(noise_input=True)
+    torch.manual_seed(0)
+    model = build_model(opt)
+    batch = dict(_batch(side=24), noise=torch.tensor([[[[4e-3, 4e-3], [4e-3, 4e-3]],
+                                                       [[5e-5, 5e-5], [5e-5, 5e-5]]]]).repeat(2, 1, 1, 1))
+    model.feed_data(batch)
+    model.optimize_parameters(1)
+    assert model.net_g.conv_noise.weight.abs().max() > 0
+    model.test()
+    assert model.output.shape == (2, 3, 96, 96)
+    model.feed_data({k: v for k, v in batch.items() if k != 'noise'})
+    with pytest.raises(ValueError, match='noise_profile: true'):
+        model.test()

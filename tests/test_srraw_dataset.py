@@ -11,7 +11,7 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from sdan_basicsr.data import raw_utils
 from sdan_basicsr.data.raw_utils import JPEG_GAMMA
 from sdan_basicsr.data.srraw_dataset import SRRAWPairedDataset
-from sdan_basicsr.tools.make_demo import EXPOSURE, exact_target, make_demo, render_linear
+from sdan_basicsr.tools.make_demo import EXPOSURE, READ_NOISE, SHOT_NOISE, exact_target, make_demo, render_linear
 
 
 @pytest.fixture(scope='module')
@@ -305,3 +305,21 @@ def test_cache_decoded_gives_the_same_items_and_decodes_each_file_once(demo, mon
             assert np.array_equal(a[key], b[key]), key
     files = {s['lq_path'] for s in datasets['plain'].samples}
     assert decoded == {'plain': 2 * len(datasets['plain']), 'cached': len(files)}
+
+
+def test_noise_profile_items_follow_the_file_and_the_colour_augmentation(demo, monkeypatch):
+    """``noise_profile``: each item carries its RAW file's NoiseProfile over the RGGB cell, scaled with the sensor
+    gains of the colour augmentation (variance S·g·x + O·g² of the multiplied mosaic)."""
+    root, _ = demo
+    dataset = SRRAWPairedDataset(_opt(root, noise_profile=True, color_augment=True))
+    gains = np.array([1.3, 0.8, 0.6], dtype=np.float32)
+    monkeypatch.setattr(dataset, '_sensor_gains', lambda: gains)
+    item = dataset[0]
+    shot, read = raw_utils.read_noise_profile(item['lq_path'])[0]
+    assert (shot, read) == pytest.approx((SHOT_NOISE, READ_NOISE**2))  # the demo camera's, from its DNG
+    site = np.array([[0, 1], [1, 2]])
+    np.testing.assert_allclose(item['noise'][0].numpy(), shot * gains[site], rtol=1e-5)
+    np.testing.assert_allclose(item['noise'][1].numpy(), read * gains[site]**2, rtol=1e-5)
+    assert 'noise' not in SRRAWPairedDataset(_opt(root))[0]
+    with pytest.raises(ValueError, match='noise_profile'):
+        SRRAWPairedDataset(_opt(root, noise_profile=True, in_format='packed'))

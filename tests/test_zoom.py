@@ -175,7 +175,8 @@ def test_zoom_tiled_equals_untiled_with_jpeg_ref_and_opt(files):
 
 
 def test_reference_is_the_mosaic_grid(files):
-    x, ref, wb, flip, exif = zoom.read_inputs(files['raw'], 'bayer')
+    x, ref, wb, flip, exif, noise = zoom.read_inputs(files['raw'], 'bayer')
+    assert noise is None
     assert x.shape == (1, 1, *MOSAIC) and ref.shape == (1, 3, *MOSAIC)
     assert wb.shape == (4, ) and np.all(wb > 0) and flip == 0
     assert exif[271] == 'sdan-basicsr'  # write_dng's Make
@@ -189,10 +190,63 @@ def test_infer_options_from_weights():
     inferred = zoom.infer_sdan_options(net.state_dict(), 'w.pth')
     assert inferred == dict(num_in_ch=4, num_out_ch=3, num_feat=16, num_block=3, upscale=8, in_format='packed',
                             offsets='squared', attention='ca', flip_ref=False, modulation=True, cfa_head=False,
-                            in_gamma=1.)
+                            in_gamma=1., noise_input=False)
     inferred = zoom.infer_sdan_options(SDAN(num_feat=8, num_block=1, cfa_head=True, in_gamma=2.2).state_dict(), 'w.pth')
     assert inferred['in_format'] == 'bayer' and inferred['num_in_ch'] == 1 and inferred['cfa_head']
-    assert inferred['in_gamma'] == pytest.approx(2.2)
+    assert inferred['in_gamma'] == pytest.approx(2.2) and not inferred['noise_input']
+    assert zoom.infer_sdan_options(SDAN(num_feat=8, num_block=1, noise_input=True).state_dict(), 'w')['noise_input']
+
+
+def _noise_net() -> SDAN:
+    """A tiny SDAN that reads the noise level, its ``conv_noise`` not zero (as after training)."""
+    torch.manual_seed(1)
+    net = _random_offsets_net(cfa_head=True, in_gamma=2.2, image_skip=True, noise_input=True)
+    with torch.no_grad():
+        torch.nn.init.normal_(net.conv_noise.weight, std=0.5)
+    return net
+
+
+def test_noise_input_tiled_equals_untiled_and_changes_the_output():
+    net = _noise_net()
+    h, w = 54, 78
+    x, ref = torch.rand(1, 1, h, w), torch.rand(1, 3, h, w)
+    quiet, loud = (torch.from_numpy(raw_utils.site_noise_profile(np.array([[s, s / 50]] * 3)))[None]
+                   for s in (1e-4, 1e-2))
+    with torch.no_grad():
+        full = net(x, ref, loud)
+        assert (full.sr - net(x, ref, quiet).sr).abs().max() > 1e-3
+    tiled = tiled_forward(net, x, ref, tile=16, noise=loud)
+    err = ((full.sr - tiled.sr).abs().max() / full.sr.abs().max()).item()
+    assert err <= 1e-4
+    with pytest.raises(ValueError, match='noise_input'):
+        net(x, ref)
+
+
+def test_zoom_reads_the_noise_profile_or_estimates_it(tmp_path, capsys):
+    """A noise-reading network gets the DNG's NoiseProfile; a file without one gets the estimate from its mosaic,
+    and says so."""
+    rng = np.random.default_rng(3)
+    h, w = 192, 256
+    flat = np.tile(np.linspace(0.1, 0.6, w, dtype=np.float32), (h, 1))
+    shot, read = 4e-3, 5e-5
+    noisy = flat + rng.normal(size=flat.shape).astype(np.float32) * np.sqrt(shot * flat + read)
+    counts = np.round(512 + np.clip(noisy, 0, 1) * (16383 - 512)).astype(np.uint16)
+    with_profile, without = str(tmp_path / 'with.ARW'), str(tmp_path / 'without.ARW')
+    raw_utils.write_dng(with_profile, counts, noise_profile=(shot, read))
+    raw_utils.write_dng(without, counts)
+    inputs = zoom.read_inputs(with_profile, 'bayer', noise_profile=True)
+    np.testing.assert_allclose(inputs.noise[0, :, 0, 0].numpy(), [shot, read], rtol=1e-6)
+    assert 'its NoiseProfile' in capsys.readouterr().out
+    estimated = zoom.read_inputs(without, 'bayer', noise_profile=True).noise[0].numpy()
+    assert 'estimated from the mosaic' in capsys.readouterr().out
+    for x in (0.2, 0.5):  # σ of every site within 15 % on a smooth ramp
+        assert np.sqrt(estimated[0] * x + estimated[1]) == pytest.approx(np.full((2, 2), np.sqrt(shot * x + read)),
+                                                                         rel=0.15)
+    weights = str(tmp_path / 'noise.pth')
+    torch.save({'params': _noise_net().state_dict()}, weights)
+    out = str(tmp_path / 'out.png')
+    zoom.main([with_profile, '--weights', weights, '-o', out, '--tile', '32'])
+    assert cv2.imread(out).shape == (4 * h, 4 * w, 3)
 
 
 # ---------------------------------------------------------------- bad input

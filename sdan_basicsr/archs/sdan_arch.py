@@ -22,6 +22,25 @@ from sdan_basicsr.ops.mixed_precision import LOW_PRECISION, run_in_float32
 IN_FORMAT_CHANNELS = {'bayer': 1, 'packed': 4, 'rgb': 3}
 #: Side of the pixel (un)shuffle of Cross Packing Attention; the network pads inputs to a multiple of it.
 CPA_PACKING = 8
+#: The noise map enters the head as NOISE_GAIN · σ: σ of a normalised mosaic spans ~0.002–0.1 over the sensors of
+#: Brooks et al.'s range, ×10 brings it to the order of the input's own values.
+NOISE_GAIN = 10.
+
+
+def noise_sigma(x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """σ per site of a normalised RGGB mosaic from its noise profile (Brooks et al. 2019's noise-level map).
+
+    Args:
+        x (Tensor): (N, 1, h, w) mosaic in RGGB phase, h and w even.
+        noise (Tensor): (N, 2, 2, 2): [S, O] over the 2×2 cell of the mosaic, variance = S · x + O (the DNG
+            NoiseProfile's model); :func:`~sdan_basicsr.data.raw_utils.site_noise_profile` makes it.
+
+    Returns:
+        Tensor: (N, 1, h, w) ``sqrt(S · max(x, 0) + O)``, from the noisy values as the sensor gives them.
+    """
+    h, w = x.shape[-2:]
+    shot, read = (noise[:, i:i + 1].to(x.dtype).repeat(1, 1, h // 2, w // 2) for i in (0, 1))
+    return (shot * x.clamp(min=0) + read).clamp(min=0).sqrt()
 
 
 def pad_to_multiple(img: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -373,6 +392,11 @@ class SDAN(nn.Module):
             Like ``img_range`` of BasicSR's EDSR, it is a fixed input encoding; the RAW → RGB mapping is still
             learned. Other than 1 (the paper's linear input), it is saved with the weights as the buffer
             ``input_gamma``. Default: 1.
+        noise_input (bool): ``bayer`` only: the head also reads the input's noise level, a map of σ per site from
+            the file's noise profile (:func:`noise_sigma`; ``forward(x, ref, noise)``), through its own conv3×3
+            ``conv_noise``, zero-initialised so that weights without it load unchanged (Brooks et al. 2019 give
+            their denoiser the same map). Without it one network must guess the noise of every sensor and ISO from
+            the image: at high ISO it sharpens the noise (``bench/RESULTS.md``, Pretrained SDAN). Default: False.
         tail_chunk (int): When no gradient is recorded, run the tail on strips of this many input rows
             (each with a halo of 2 rows, more than the tail's reach), so that inference holds the tail's
             4C-channel map at 2x and C-channel map at s x for one strip instead of the whole image: the
@@ -396,7 +420,8 @@ class SDAN(nn.Module):
                  cfa_head: bool = False,
                  image_skip: bool = False,
                  tail_chunk: int = 128,
-                 in_gamma: float = 1.):
+                 in_gamma: float = 1.,
+                 noise_input: bool = False):
         super().__init__()
         if in_format not in IN_FORMAT_CHANNELS:
             raise ValueError(f'in_format must be one of {sorted(IN_FORMAT_CHANNELS)}, got {in_format!r}')
@@ -407,6 +432,8 @@ class SDAN(nn.Module):
             raise ValueError(f'upscale must be a power of 2, got {upscale}')
         if cfa_head and in_format != 'bayer':
             raise ValueError(f"cfa_head is for in_format='bayer', got in_format={in_format!r}")
+        if noise_input and in_format != 'bayer':
+            raise ValueError(f"noise_input is for in_format='bayer', got in_format={in_format!r}")
         if tail_chunk < 0:
             raise ValueError(f'tail_chunk must be >= 0 (0: whole image), got {tail_chunk}')
         if in_gamma <= 0 or (in_gamma != 1 and in_format == 'rgb'):
@@ -419,10 +446,15 @@ class SDAN(nn.Module):
         self.image_skip = image_skip
         self.tail_chunk = tail_chunk
         self.in_gamma = float(in_gamma)
+        self.noise_input = noise_input
         if in_gamma != 1:  # recorded in the weights: they load only into a network that encodes its input alike
             self.register_buffer('input_gamma', torch.tensor(self.in_gamma))
 
         self.conv_first = BayerHead(num_feat) if cfa_head else nn.Conv2d(num_in_ch, num_feat, 3, 1, 1)
+        if noise_input:
+            self.conv_noise = nn.Conv2d(1, num_feat, 3, 1, 1)
+            nn.init.zeros_(self.conv_noise.weight)
+            nn.init.zeros_(self.conv_noise.bias)
         self.align = SquaredDeformableAlignment(num_feat, 12 if flip_ref else 3, offsets, attention, offset_init,
                                                 modulation, dcn_backend)
         self.conv_aligned = nn.Conv2d(num_feat, num_out_ch, 3, 1, 1)
@@ -435,19 +467,35 @@ class SDAN(nn.Module):
         self.conv_last = nn.Conv2d(num_feat, num_out_ch, 3, 1, 1)
         self.relu = nn.ReLU(inplace=True)
 
-    def _check(self, x: torch.Tensor, ref: torch.Tensor) -> None:
+    def _check(self, x: torch.Tensor, ref: torch.Tensor, noise: Optional[torch.Tensor] = None) -> None:
         if x.dim() != 4 or x.shape[1] != self.num_in_ch:
             raise ValueError(f'x must have shape (N, {self.num_in_ch}, h, w) for in_format={self.in_format!r}, '
                              f'got {tuple(x.shape)}')
+        if self.noise_input and noise is None:
+            raise ValueError('this SDAN reads its input\'s noise level (noise_input): pass noise, the (N, 2, 2, 2) '
+                             'noise profile (the dataset option noise_profile: true gives it)')
+        if self.noise_input and tuple(noise.shape) != (x.shape[0], 2, 2, 2):
+            raise ValueError(f'noise must have shape ({x.shape[0]}, 2, 2, 2), got {tuple(noise.shape)}')
+        if self.noise_input and (x.shape[2] % 2 or x.shape[3] % 2):
+            raise ValueError(f'a Bayer mosaic must have even height and width, got {tuple(x.shape)}')
         if ref.dim() != 4 or ref.shape[1] != 3 or ref.shape[0] != x.shape[0] or ref.shape[2:] != x.shape[2:]:
             raise ValueError(f'ref must have shape ({x.shape[0]}, 3, {x.shape[2]}, {x.shape[3]}) to match x '
                              f'{tuple(x.shape)}, got {tuple(ref.shape)}')
 
-    def encode_input(self, x: torch.Tensor) -> torch.Tensor:
-        """The mosaic as the head sees it: X ** (1 / in_gamma), clamped at 0 (``in_gamma``; X itself at 1)."""
-        if self.in_gamma == 1:
-            return x
-        return x.float().clamp(min=0).pow(1 / self.in_gamma).to(x.dtype)
+    def encode_input(self, x: torch.Tensor, noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The mosaic as the head sees it: X ** (1 / in_gamma), clamped at 0 (``in_gamma``; X itself at 1); with
+        ``noise_input``, NOISE_GAIN · σ (:func:`noise_sigma`) as one more channel."""
+        encoded = x if self.in_gamma == 1 else x.float().clamp(min=0).pow(1 / self.in_gamma).to(x.dtype)
+        if not self.noise_input:
+            return encoded
+        return torch.cat([encoded, NOISE_GAIN * noise_sigma(x, noise)], dim=1)
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """F^X = ReLU(conv_first(X) [+ conv_noise(σ)]) of :meth:`encode_input`'s output."""
+        feat = self.conv_first(x[:, :self.num_in_ch])
+        if self.noise_input:
+            feat = feat + self.conv_noise(x[:, self.num_in_ch:])
+        return self.relu(feat)
 
     def tail(self, feat: torch.Tensor, rows: Optional[int] = None) -> torch.Tensor:
         """X~ = conv_last(upsample(feat)); by strips of ``rows`` rows (default: ``tail_chunk``) when no gradient is
@@ -465,15 +513,15 @@ class SDAN(nn.Module):
             sr[:, :, s * top:s * bottom] = strip[:, :, s * (top - lo):s * (bottom - lo)]
         return sr
 
-    def forward(self, x: torch.Tensor, ref: torch.Tensor) -> SDANOutput:
-        self._check(x, ref)
+    def forward(self, x: torch.Tensor, ref: torch.Tensor, noise: Optional[torch.Tensor] = None) -> SDANOutput:
+        self._check(x, ref, noise)
         h, w = x.shape[2:]
-        x = self.encode_input(x)
+        x = self.encode_input(x, noise)
         x, ref = pad_to_multiple(x, CPA_PACKING), pad_to_multiple(ref, CPA_PACKING)
         if self.flip_ref:
             ref = torch.cat([ref, ref.flip(2), ref.flip(3), ref.flip(2, 3)], dim=1)
 
-        feat = self.relu(self.conv_first(x))
+        feat = self.head(x)
         aligned_feat, offset = self.align(feat, ref)
         aligned = run_in_float32(self.conv_aligned, aligned_feat)
         feat = self.conv_body(self.body(aligned_feat)) + aligned_feat

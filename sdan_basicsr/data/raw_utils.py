@@ -5,11 +5,13 @@ Every mosaic leaves this module black/white-level normalised and in RGGB phase; 
 them; :func:`orient` turns them upright with the file's orientation (LibRaw's ``flip``).
 """
 import datetime
+import functools
 import os
 import os.path as osp
 from fractions import Fraction
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+import cv2
 import numpy as np
 import rawpy
 import tifffile
@@ -33,6 +35,8 @@ CFA_OFFSETS = {'RGGB': (0, 0), 'GRBG': (0, 1), 'GBRG': (1, 0), 'BGGR': (1, 1)}
 FOCAL_LENGTH_TAG = 37386
 ORIENTATION_TAG = 274
 EXIF_IFD_TAG = 0x8769
+#: DNG NoiseProfile: [S, O] per colour plane (or one pair for all), variance = S · x + O of the normalised signal x.
+NOISE_PROFILE_TAG = 51041
 GPS_IFD_TAG = 0x8825
 #: EXIF tags of a RAW file that describe the photograph (camera, lens, exposure, date, author), kept by
 #: :func:`read_photo_exif`: IFD0's and the Exif IFD's. Maker notes, thumbnails and the RAW's own image
@@ -491,6 +495,96 @@ def _read_ifd(fp, head: bytes, offset: int, group: Optional[int] = None) -> Dict
         return {}
 
 
+def _tiff_ifd0(fp) -> Tuple[Optional[bytes], Dict[int, Any]]:
+    """(TIFF header, IFD0 tags) of a TIFF-structured file open at its start; (None, {}) for other formats."""
+    head = fp.read(16)
+    head = TIFF_LIKE_HEADERS.get(head[:4], head[:4]) + head[4:]
+    if head[:4] not in TiffImagePlugin.PREFIXES:
+        return None, {}
+    order = 'little' if head[:2] == b'II' else 'big'
+    bigtiff = 43 in head[2:4]
+    head = head[:16] if bigtiff else head[:8]
+    return head, _read_ifd(fp, head, int.from_bytes(head[8:16] if bigtiff else head[4:8], order))
+
+
+def read_noise_profile(path: str) -> Optional[np.ndarray]:
+    """The DNG NoiseProfile of a RAW file: (3, 2) [S, O] of its R, G, B planes, variance = S · x + O of the black-
+    and white-level normalised signal x (what :func:`read_raw` gives); None where the file records none (most
+    cameras' own formats) or an unusable one."""
+    with open(path, 'rb') as fp:
+        _, ifd0 = _tiff_ifd0(fp)
+    try:
+        profile = np.asarray(ifd0.get(NOISE_PROFILE_TAG, ()), dtype=np.float64).reshape(-1, 2)
+    except (TypeError, ValueError):
+        return None
+    if len(profile) not in (1, 3) or not np.isfinite(profile).all() or (profile < 0).any() or not profile.any():
+        return None
+    return np.repeat(profile, 3, axis=0) if len(profile) == 1 else profile
+
+
+#: Flat-block noise estimation (:func:`estimate_noise_profile`): block side in CFA-plane pixels, brightness bins, and
+#: the quantile of the blocks' variances taken as a bin's noise (the flattest blocks: texture only adds variance).
+NOISE_BLOCK, NOISE_BINS, NOISE_QUANTILE = 8, 12, 0.1
+
+
+def _flat_block_variances(plane: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(means, noise variances) of the ``NOISE_BLOCK``² blocks of one CFA plane: Immerkær's (1996) Laplacian
+    difference, which cancels every linear trend, gives 36 σ² per pixel of white noise."""
+    kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
+    residual = cv2.filter2D(plane, -1, kernel, borderType=cv2.BORDER_REFLECT)[1:-1, 1:-1] ** 2 / 36
+    b = NOISE_BLOCK
+    h, w = (residual.shape[0] // b) * b, (residual.shape[1] // b) * b
+    blocks = lambda a: a[:h, :w].reshape(h // b, b, w // b, b).mean(axis=(1, 3)).ravel()  # noqa: E731
+    return blocks(plane[1:-1, 1:-1]), blocks(residual)
+
+
+@functools.lru_cache(maxsize=1)
+def _quantile_bias() -> float:
+    """The ``NOISE_QUANTILE`` of white noise's block variances relative to its mean (fixed seed: deterministic)."""
+    noise = np.random.default_rng(0).normal(size=(512, 512)).astype(np.float32)
+    return float(np.quantile(_flat_block_variances(noise)[1], NOISE_QUANTILE))
+
+
+def estimate_noise_profile(mosaic: np.ndarray) -> np.ndarray:
+    """A (3, 2) [S, O] noise profile of a normalised RGGB mosaic whose file records none, as
+    :func:`read_noise_profile` gives it: per colour, the flattest blocks' noise variance in bins of brightness, and
+    the least-squares line variance = S · x + O through them (S, O ≥ 0). It reads texture as noise where a bin has
+    no flat block, so it errs high on busy scenes."""
+    bias = _quantile_bias()
+    profile = np.zeros((3, 2))
+    for c, sites in enumerate((((0, 0), ), ((0, 1), (1, 0)), ((1, 1), ))):  # R, G (both sites), B
+        stats = [_flat_block_variances(np.ascontiguousarray(mosaic[dy::2, dx::2], dtype=np.float32))
+                 for dy, dx in sites]
+        means, variances = (np.concatenate(v) for v in zip(*stats))
+        keep = (means > 0.002) & (means < 0.9)  # clipped at black or white, a block shows less than its noise
+        means, variances = means[keep], variances[keep]
+        if len(means) < NOISE_BINS:
+            raise ValueError(f'a mosaic of {mosaic.shape[1]}x{mosaic.shape[0]} has too few unclipped blocks to '
+                             'estimate its noise')
+        edges = np.quantile(means, np.linspace(0, 1, NOISE_BINS + 1))
+        index = np.clip(np.searchsorted(edges, means, side='right') - 1, 0, NOISE_BINS - 1)
+        x = np.array([means[index == i].mean() for i in range(NOISE_BINS) if (index == i).any()])
+        v = np.array([np.quantile(variances[index == i], NOISE_QUANTILE) for i in range(NOISE_BINS)
+                      if (index == i).any()]) / bias
+        shot, read = np.polyfit(x, v, 1)
+        if read < 0:
+            shot, read = max(float(x @ v / (x @ x)), 0.), 0.
+        elif shot < 0:
+            shot, read = 0., float(v.mean())
+        profile[c] = shot, read
+    return profile
+
+
+def site_noise_profile(profile: np.ndarray, gains: Optional[Sequence[float]] = None) -> np.ndarray:
+    """(2, 2, 2) [S, O] over the 2×2 RGGB cell (SDAN's ``noise`` input) of a (3, 2) R, G, B profile; with sensor
+    ``gains`` [R, G, B] (:func:`apply_sensor_gains`) the profile of the mosaic they multiply: S · g, O · g²."""
+    profile = np.asarray(profile, dtype=np.float64)
+    g = np.ones(3) if gains is None else np.asarray(gains, dtype=np.float64)
+    scaled = np.stack([profile[:, 0] * g, profile[:, 1] * g**2])  # (2, 3): [S, O] × R, G, B
+    cell = np.array([[0, 1], [1, 2]])  # RGGB
+    return scaled[:, cell].astype(np.float32)
+
+
 def read_photo_exif(raw: 'rawpy.RawPy', path: str) -> Image.Exif:
     """The photograph's EXIF from a RAW file: camera, lens, exposure, date, author, GPS.
 
@@ -511,14 +605,8 @@ def read_photo_exif(raw: 'rawpy.RawPy', path: str) -> Image.Exif:
     photo = _libraw_photo_tags(raw)
     gps: Dict[int, Any] = {}
     with open(path, 'rb') as fp:
-        head = fp.read(16)
-        head = TIFF_LIKE_HEADERS.get(head[:4], head[:4]) + head[4:]
-        if head[:4] in TiffImagePlugin.PREFIXES:
-            order = 'little' if head[:2] == b'II' else 'big'
-            bigtiff = 43 in head[2:4]
-            head = head[:16] if bigtiff else head[:8]
-            offset = int.from_bytes(head[8:16] if bigtiff else head[4:8], order)
-            ifd0 = _read_ifd(fp, head, offset)
+        head, ifd0 = _tiff_ifd0(fp)
+        if head is not None:
             exif.update({tag: v for tag, v in ifd0.items() if tag in PHOTO_IFD0_TAGS})
             photo.update({tag: v for tag, v in ifd0.items() if tag in PHOTO_EXIF_TAGS})
             if isinstance(ifd0.get(EXIF_IFD_TAG), int):
@@ -563,6 +651,7 @@ def write_dng(path: str,
               focal_length: Optional[float] = None,
               color_matrix: Optional[Sequence[Sequence[float]]] = None,
               orientation: int = 1,
+              noise_profile: Optional[Sequence[float]] = None,
               make: str = 'sdan-basicsr',
               model: str = 'synthetic') -> None:
     """Write a Bayer mosaic as a minimal DNG that LibRaw (rawpy) reads back exactly.
@@ -582,6 +671,8 @@ def write_dng(path: str,
         color_matrix (Sequence[Sequence[float]] | None): ColorMatrix1, the camera's XYZ → camera RGB matrix under
             D65 (3×3), from which LibRaw derives its camera → sRGB matrix. Default: None (identity).
         orientation (int): TIFF/EXIF Orientation (1 upright, 3, 6, 8, …). Default: 1.
+        noise_profile (Sequence[float] | None): NoiseProfile [S, O] (one pair for all planes, or three), the
+            sensor's noise variance S · x + O of the normalised signal x. Default: None (not recorded).
         make (str): Make. Default: 'sdan-basicsr'.
         model (str): Model (UniqueCameraModel is ``make model``). Default: 'synthetic'.
     """
@@ -619,6 +710,11 @@ def write_dng(path: str,
     ]
     if focal_length is not None:
         tags.append((FOCAL_LENGTH_TAG, '2I', 1, rational(focal_length), True))
+    if noise_profile is not None:
+        values = tuple(float(v) for v in noise_profile)
+        if len(values) not in (2, 6):
+            raise ValueError(f'noise_profile must hold [S, O] once or per plane (2 or 6 values), got {len(values)}')
+        tags.append((NOISE_PROFILE_TAG, 'd', len(values), values, True))
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
     tifffile.imwrite(path, mosaic, photometric=32803, subfiletype=0, metadata=None, extratags=tags)
 

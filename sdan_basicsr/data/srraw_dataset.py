@@ -75,6 +75,8 @@ class SRRAWPairedDataset(data.Dataset):
         lq_rgb (Tensor): The LR shot's own JPEG without white balance on the input grid: (3, h, w)
             for ``bayer``/``rgb``, (3, h/2, w/2) for ``packed`` — the inference-time reference.
         wb (Tensor): (4,) white-balance gains [R, G, G, B] of the LR shot (to re-apply for display).
+        noise (Tensor): With ``noise_profile``: (2, 2, 2) [S, O] of ``lq`` over its 2×2 RGGB cell (SDAN's
+            ``noise`` input, :func:`~sdan_basicsr.data.raw_utils.site_noise_profile`), colour augmentation included.
         lq_path (str), gt_path (str): LR RAW and HR JPEG files.
 
     Args:
@@ -103,6 +105,10 @@ class SRRAWPairedDataset(data.Dataset):
                 Keys: ``gains`` (float, g_R and g_B log-uniform in [1/gains, gains], default 1.5) and
                 ``exposure`` ([low, high], log-uniform, default [0.6, 1.2]); ``true`` takes both defaults. The
                 colours must then be read off the mosaic itself. Default: None (off).
+            noise_profile (bool): ``bayer`` only: give each item the noise profile of its RAW file, the DNG's
+                NoiseProfile, or where the file records none (SR-RAW's ARW files) the estimate from its mosaic
+                (:func:`~sdan_basicsr.data.raw_utils.estimate_noise_profile`), for SDAN's ``noise_input``.
+                Default: False.
             cache_decoded (bool): Keep every decoded RAW mosaic and JPEG in memory (read-only arrays, one copy
                 per data-loader worker), so that each file is decoded once instead of once per item; for trees
                 that fit in memory (the demo's: ~0.5 GB), not for SR-RAW's 42-MP shots. Default: False.
@@ -124,6 +130,9 @@ class SRRAWPairedDataset(data.Dataset):
         self.use_vflip = opt.get('use_vflip', False)
         self.color_augment = self._color_augment_options(opt.get('color_augment'))
         self._decoded = {} if opt.get('cache_decoded', False) else None
+        self.noise_profile = bool(opt.get('noise_profile', False))
+        if self.noise_profile and self.in_format != 'bayer':
+            raise ValueError(f"noise_profile is for in_format='bayer', got in_format={self.in_format!r}")
         gt_size = int(opt.get('gt_size', 512))
         multiple = self.scale * (2 if self.in_format == 'packed' else 1)
         if gt_size % multiple:
@@ -212,7 +221,13 @@ class SRRAWPairedDataset(data.Dataset):
                                     f'missing {", ".join(missing)}')
                 continue
             # read the whole RAW once: an unreadable file fails here, never during training
-            mosaic_size = raw_utils.read_raw(lr_raw, self.black_level, self.white_level).shape
+            mosaic = raw_utils.read_raw(lr_raw, self.black_level, self.white_level)
+            mosaic_size = mosaic.shape
+            noise = None
+            if self.noise_profile:
+                noise = raw_utils.read_noise_profile(lr_raw)
+                noise = raw_utils.estimate_noise_profile(mosaic) if noise is None else noise
+            del mosaic
             sizes = {}
             for path in (lr_jpg, hr_jpg):
                 img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
@@ -251,6 +266,7 @@ class SRRAWPairedDataset(data.Dataset):
                     raw_to_jpg=np.linalg.inv(jpg_to_raw),
                     wb_lq=gains[lr_name],
                     wb_gt=gains[hr_name],
+                    noise=noise,
                     rotate=rotate))
         return samples
 
@@ -296,15 +312,16 @@ class SRRAWPairedDataset(data.Dataset):
         axes = [a for a, f in ((0, flip_y), (1, flip_x)) if f]
         if axes:
             mosaic, gt, lq_rgb = (np.flip(a, axis=axes) for a in (mosaic, gt, lq_rgb))
-        wb = s['wb_lq']
+        wb, sensor_gains = s['wb_lq'], None
         if self.phase == 'train' and self.color_augment:  # on the flipped mosaic: in RGGB phase
-            mosaic, (gt, lq_rgb), wb = raw_utils.apply_sensor_gains(mosaic, (gt, lq_rgb), wb, self._sensor_gains())
+            sensor_gains = self._sensor_gains()
+            mosaic, (gt, lq_rgb), wb = raw_utils.apply_sensor_gains(mosaic, (gt, lq_rgb), wb, sensor_gains)
         lq = raw_utils.network_input(mosaic, lq_rgb, self.in_format)
 
         def tensor(a: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
 
-        return {
+        item = {
             'lq': tensor(lq),
             'gt': tensor(gt.transpose(2, 0, 1)),
             'lq_rgb': tensor(lq_rgb.transpose(2, 0, 1)),
@@ -312,4 +329,7 @@ class SRRAWPairedDataset(data.Dataset):
             'lq_path': s['lq_path'],
             'gt_path': s['gt_path'],
         }
+        if self.noise_profile:
+            item['noise'] = tensor(raw_utils.site_noise_profile(s['noise'], sensor_gains))
+        return item
 

@@ -173,10 +173,15 @@ class SDANModel(SRModel):
         super().feed_data(data)
         self.lq_rgb = data['lq_rgb'].to(self.device) if 'lq_rgb' in data else None
         self.wb = data['wb'].to(self.device) if 'wb' in data else None
+        self.noise = data['noise'].to(self.device) if 'noise' in data else None
 
     def _run(self, net, lq, ref):
-        """Forward ``net``; returns (X~, X', M'), the last two None for plain SR archs."""
-        out = net(lq, ref) if self.uses_ref else net(lq)
+        """Forward ``net``; returns (X~, X', M'), the last two None for plain SR archs. A network that reads its
+        input's noise level (SDAN's ``noise_input``) gets the dataset's ``noise``."""
+        if getattr(self.get_bare_model(net), 'noise_input', False):
+            out = net(lq, ref, self.noise)
+        else:
+            out = net(lq, ref) if self.uses_ref else net(lq)
         if isinstance(out, tuple) and hasattr(out, 'sr'):
             return out.sr, out.aligned, out.mask
         return out, None, None

@@ -356,7 +356,7 @@ def write_shot(scene: dict, k: int, folder: str, rng: np.random.Generator, clean
     name = raw_utils.shot_name(k)
     focal = scene['focal_lengths'][k - 1]
     raw_utils.write_dng(osp.join(folder, f'{name}.ARW'), counts, camera['pattern'], black, white, (1 / r, 1., 1 / b),
-                        focal, camera['xyz_to_cam'])
+                        focal, camera['xyz_to_cam'], noise_profile=(camera['shot'], camera['read']))
 
     if clean_jpg:
         rgb = clean_rendering(scene, radiance)

@@ -128,7 +128,7 @@ def infer_sdan_options(state_dict: Dict[str, torch.Tensor], path: str) -> dict:
     ``align.conv_ref.weight`` takes 12 channels (3 without); ``offsets`` / ``modulation`` from the output
     channels of ``align.offset_conv3`` (2 squared, 18 per-tap, +1 with modulation); ``attention`` ``cpa`` when
     ``align.offset_att1.gamma`` exists, ``ca`` when ``align.offset_att1.attention.1.weight`` does, else ``none``.
-    ``in_gamma`` from the buffer ``input_gamma`` (1 without it).
+    ``in_gamma`` from the buffer ``input_gamma`` (1 without it); ``noise_input`` when ``conv_noise.weight`` exists.
     ``offset_init`` and ``dcn_backend`` do not show in the weights and keep their defaults.
 
     Args:
@@ -174,7 +174,8 @@ def infer_sdan_options(state_dict: Dict[str, torch.Tensor], path: str) -> dict:
         flip_ref=state_dict['align.conv_ref.weight'].shape[1] == 12,
         modulation=offset_ch % 2 == 1,
         cfa_head=cfa_head,
-        in_gamma=float(state_dict['input_gamma']) if 'input_gamma' in state_dict else 1.)
+        in_gamma=float(state_dict['input_gamma']) if 'input_gamma' in state_dict else 1.,
+        noise_input='conv_noise.weight' in state_dict)
 
 
 def _same_option(a: Any, b: Any) -> bool:
@@ -258,12 +259,14 @@ class ZoomInputs(NamedTuple):
         wb (ndarray): (4,) white-balance gains [R, G, G, B].
         flip (int): LibRaw's orientation (``sizes.flip``), see :func:`~sdan_basicsr.data.raw_utils.orient`.
         exif (Image.Exif): The photograph's EXIF (:func:`~sdan_basicsr.data.raw_utils.read_photo_exif`).
+        noise (Tensor | None): (1, 2, 2, 2) noise profile of ``x`` for a network with ``noise_input``, else None.
     """
     x: torch.Tensor
     ref: torch.Tensor
     wb: np.ndarray
     flip: int
     exif: Image.Exif
+    noise: Optional[torch.Tensor] = None
 
 
 def _rendered_reference(rendering: np.ndarray, wb: np.ndarray) -> np.ndarray:
@@ -288,7 +291,8 @@ def _jpeg_reference(path: str, size: Tuple[int, int], wb: np.ndarray) -> np.ndar
     return raw_utils.remove_white_balance(img, wb)
 
 
-def read_inputs(raw_path: str, in_format: str, ref_path: Optional[str] = None) -> ZoomInputs:
+def read_inputs(raw_path: str, in_format: str, ref_path: Optional[str] = None, noise_profile: bool = False,
+                log: Callable[[str], Any] = print) -> ZoomInputs:
     """X, X_rgb and the white balance of a RAW file, as :class:`SRRAWPairedDataset` gives ``lq``, ``lq_rgb``, ``wb``,
     with the file's orientation and EXIF.
 
@@ -299,9 +303,12 @@ def read_inputs(raw_path: str, in_format: str, ref_path: Optional[str] = None) -
         ref_path (str | None): The camera JPEG of the same shot. Default: None (LibRaw's rendering of the RAW
             with its own colour matrix and white balance, sRGB, gamma 1/2.2:
             :func:`~sdan_basicsr.data.raw_utils.render_srgb`).
+        noise_profile (bool): Also give the mosaic's noise profile (``bayer``), as the dataset's ``noise_profile``
+            does: the file's DNG NoiseProfile, else the estimate from the mosaic. Default: False.
+        log (callable): Receives the line that says where the noise profile came from. Default: ``print``.
 
     Returns:
-        ZoomInputs: ``x`` and ``ref`` on the same grid, ``wb``, ``flip``, ``exif``.
+        ZoomInputs: ``x`` and ``ref`` on the same grid, ``wb``, ``flip``, ``exif``, ``noise``.
     """
     with raw_utils.open_raw(raw_path) as raw:
         mosaic = raw_utils.read_mosaic(raw, raw_path)
@@ -311,6 +318,15 @@ def read_inputs(raw_path: str, in_format: str, ref_path: Optional[str] = None) -
         wb = raw_utils.raw_white_balance(raw, raw_path)
         flip, exif = int(raw.sizes.flip), raw_utils.read_photo_exif(raw, raw_path)
         rendering = raw_utils.render_srgb(raw, raw_path) if ref_path is None else None
+    noise = None
+    if noise_profile:
+        profile = raw_utils.read_noise_profile(raw_path)
+        source = 'its NoiseProfile'
+        if profile is None:
+            profile, source = raw_utils.estimate_noise_profile(mosaic), 'estimated from the mosaic'
+        log(f'{raw_path}: noise sigma at mid-grey (0.18) {np.sqrt(profile @ [0.18, 1]).round(4).tolist()} (R, G, B), '
+            f'{source}')
+        noise = torch.from_numpy(raw_utils.site_noise_profile(profile))[None]
     size = mosaic.shape
     ref = _jpeg_reference(ref_path, size, wb) if rendering is None else _rendered_reference(rendering, wb)
     del rendering
@@ -318,7 +334,7 @@ def read_inputs(raw_path: str, in_format: str, ref_path: Optional[str] = None) -
     if in_format == 'packed':
         ref = cv2.resize(ref, (size[1] // 2, size[0] // 2), interpolation=cv2.INTER_AREA)
     to_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None]  # noqa: E731
-    return ZoomInputs(to_tensor(x), to_tensor(ref.transpose(2, 0, 1)), wb, flip, exif)
+    return ZoomInputs(to_tensor(x), to_tensor(ref.transpose(2, 0, 1)), wb, flip, exif, noise)
 
 
 # ---------------------------------------------------------------- outputs
@@ -488,7 +504,7 @@ def zoom(raw: str,
     folder = osp.dirname(osp.abspath(output))
     try:
         with outside_heap():  # the whole image's arrays, and LibRaw's, are no part of the tiles' kept heap
-            x, x_rgb, wb, flip, exif = read_inputs(raw, net.in_format, ref)
+            x, x_rgb, wb, flip, exif, noise = read_inputs(raw, net.in_format, ref, net.noise_input, log)
         h, w = x.shape[2:]
         tiles = lambda t: f'tile {t} ({"x".join(map(str, tile_shape((h, w), t)))} tiles)' if t else 'untiled'  # noqa
         expected = None
@@ -515,6 +531,7 @@ def zoom(raw: str,
         averaged = mapped_empty(x_rgb, *reference.shape).numpy() if match_color else None
         net = net.to(device, memory_format=torch.channels_last if on_cpu else torch.preserve_format)
         x, x_rgb, wb_t = x.to(device), x_rgb.to(device), torch.from_numpy(wb).to(device).view(1, 4)
+        noise = None if noise is None else noise.to(device)
         # float16 keeps 11 bits: enough for an 8-bit result whose colours are matched later
         spill_dtype = (np.float16 if bits == 8 else np.float32) if match_color else dtype
         with DiskArray((*upright, 3), spill_dtype, folder) as image:
@@ -536,10 +553,10 @@ def zoom(raw: str,
                     result = tiled_forward(net, x, x_rgb, tile, progress=progress, sr_sink=paste,
                                            keep=('mask', 'offset') if save_offsets else (),
                                            spill_dir=folder if spill else None, tail_rows=zoom_memory.TAIL_ROWS,
-                                           trim_above=expected)  # on a CPU: pages given back past the expected peak
+                                           trim_above=expected, noise=noise)  # trim: on a CPU, past the peak
                 else:
                     with torch.no_grad():
-                        result = net(x, x_rgb)
+                        result = net(x, x_rgb, noise)
                     paste(0, 0, result.sr)
                     result = result._replace(sr=None)
             del x, x_rgb

@@ -229,7 +229,7 @@ class _TiledSDAN:
     def head(self, box: Box) -> torch.Tensor:
         """F^X on ``box`` (for a :class:`BayerHead`, computed on ``box`` grown to whole 2×2 CFA cells)."""
         window = _grow(box, 0, self.size, 2) if isinstance(self.net.conv_first, BayerHead) else box
-        feat = self.net.relu(self.net.conv_first(self.x[..., window[0]:window[1], window[2]:window[3]]))
+        feat = self.net.head(self.x[..., window[0]:window[1], window[2]:window[3]])
         return _crop(feat, window, box)
 
     def offset_branch(self, window: Box, stage: int) -> torch.Tensor:
@@ -330,8 +330,9 @@ def tiled_forward(net: SDAN,
                   keep: Sequence[str] = LOW_RES_OUTPUTS,
                   spill_dir: Optional[str] = None,
                   tail_rows: Optional[int] = None,
-                  trim_above: Optional[int] = None) -> SDANOutput:
-    """``net(x, ref)`` computed tile by tile, exactly (to float rounding), with memory set by ``tile``.
+                  trim_above: Optional[int] = None,
+                  noise: Optional[torch.Tensor] = None) -> SDANOutput:
+    """``net(x, ref, noise)`` computed tile by tile, exactly (to float rounding), with memory set by ``tile``.
 
     The input is padded as :meth:`SDAN.forward` pads it, then three passes run over tiles of at most ``tile`` ×
     ``tile`` input pixels, as equal as CPA's 8×8 blocks allow, every window of a pass in one shape (at the image's
@@ -373,6 +374,7 @@ def tiled_forward(net: SDAN,
             reuse, which with two threads or more pile up by chance within a tile too (a 3-MP zoom in bf16 peaked
             at 2.6 to 6.2 GiB in runs alike). Every release costs the next blocks their page faults (+21 % time for
             the 16×8 network giving them back after every tile). 0: after every module. Default: None (never).
+        noise (Tensor | None): The input's noise profile, for a network with ``noise_input``. Default: None.
 
     Returns:
         SDANOutput: ``(sr, aligned, mask, offset)`` as ``net(x, ref)`` returns them, None for those not kept.
@@ -386,10 +388,10 @@ def tiled_forward(net: SDAN,
         raise ValueError(f'tile must be positive, got {tile}')
     if set(keep) - set(LOW_RES_OUTPUTS):
         raise ValueError(f'keep must name outputs of {LOW_RES_OUTPUTS}, got {tuple(keep)}')
-    net._check(x, ref)
+    net._check(x, ref, noise)
     n, _, h, w = x.shape
     with outside_heap():  # the whole image's padded copies live through the passes
-        x_pad, ref_pad = pad_to_multiple(net.encode_input(x), CPA_PACKING), pad_to_multiple(ref, CPA_PACKING)
+        x_pad, ref_pad = pad_to_multiple(net.encode_input(x, noise), CPA_PACKING), pad_to_multiple(ref, CPA_PACKING)
     run = _TiledSDAN(net, x_pad, ref_pad, tile, spill_dir, tail_rows)
     tiles = _tiles(run.size, run.tile)
     guards = [] if trim_above is None else [m.register_forward_hook(_trim_hook(trim_above)) for m in net.modules()]
