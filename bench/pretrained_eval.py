@@ -205,11 +205,12 @@ def side_by_side(tree: str, out: str, sdan: str, width: int = 320) -> str:
 
 def markdown(results: dict, weights: str, seconds: float) -> str:
     title = 'Shipped SDAN' if osp.join(ROOT, weights) == SHIPPED_WEIGHTS else f'`{weights}`'
-    threads = os.environ.get('OMP_NUM_THREADS') or os.cpu_count()
+    threads = int(os.environ.get('OMP_NUM_THREADS') or os.cpu_count())
     lines = [f'# {title}: held-out figures\n',
              f'`python bench/pretrained_eval.py` with `{weights}`, {platform.processor() or platform.machine()}, '
-             f'{threads} threads, {datetime.date.today()}, {seconds / 60:.1f} min. PSNR / SSIM / LPIPS on '
-             'photographs never trained on; colour: worst 8-bit mean-colour error of a scene and channel (bicubic: '
+             f'{threads} thread{"s" if threads > 1 else ""}, {datetime.date.today()}, {seconds / 60:.1f} min. '
+             'PSNR / SSIM / LPIPS on photographs never trained on; colour: worst 8-bit mean-colour error of a scene '
+             'and channel (bicubic: '
              "the camera JPEG's own colours); flat-region noise: high-pass σ in grey levels (grey minus its Gaussian "
              f"blur of σ {HIGH_PASS_SIGMA:g}) in the target's flattest tenth of {FLAT_BLOCK}² blocks, target / "
              'bicubic / SDAN: input noise that SDAN magnifies shows as SDAN > bicubic.\n',

@@ -1,4 +1,5 @@
 """SDANModel's training reference: Y' by default, Y' blurred with ``train.ref_blur``, eq. (6) on the sharp Y'."""
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -83,3 +84,32 @@ def test_a_noise_reading_network_gets_the_batch_noise_and_learns_its_head(tmp_pa
     model.feed_data({k: v for k, v in batch.items() if k != 'noise'})
     with pytest.raises(ValueError, match='noise_profile: true'):
         model.test()
+
+
+def test_noisy_reference_adds_the_sensor_noise_of_the_profile():
+    """``train.ref_noise``'s reference: at each channel's own sites the linear-light variance is S·x + O of the
+    profile (R and B each their own), demosaicked in between; a zero profile leaves the reference as it was."""
+    from sdan_basicsr.data.raw_utils import JPEG_GAMMA, site_noise_profile
+    from sdan_basicsr.models.sdan_model import noisy_reference
+
+    ref = torch.full((1, 3, 256, 256), 0.5)
+    x = 0.5**JPEG_GAMMA
+    profile = np.array([[0.01, 1e-4], [0.004, 5e-5], [0.002, 2e-5]])  # R, G, B
+    noise = torch.from_numpy(site_noise_profile(profile))[None]
+    linear = noisy_reference(ref, noise, torch.Generator().manual_seed(0)).pow(JPEG_GAMMA)[0]
+    for c, (dy, dx) in enumerate(((0, 0), (0, 1), (1, 1))):
+        own = linear[c, dy::2, dx::2]
+        assert own.mean().item() == pytest.approx(x, rel=0.01)
+        assert own.var().item() == pytest.approx(profile[c] @ [x, 1], rel=0.05)
+        assert linear[c].var().item() < 0.9 * own.var().item()  # smoother where interpolated
+    zero = torch.zeros(1, 2, 2, 2)
+    torch.testing.assert_close(noisy_reference(ref, zero), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_ref_noise_needs_the_noise_profiles(tmp_path):
+    opt = _opt(tmp_path, ref_noise=True)
+    torch.manual_seed(0)
+    model = build_model(opt)
+    model.feed_data(_batch(side=24))
+    with pytest.raises(KeyError, match='noise_profile: true'):
+        model.optimize_parameters(1)

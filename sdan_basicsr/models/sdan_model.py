@@ -39,6 +39,35 @@ def downsample_to(img: torch.Tensor, size) -> torch.Tensor:
     return F.interpolate(img, size=tuple(size), mode='bicubic', align_corners=False, antialias=True)
 
 
+def noisy_reference(ref: torch.Tensor, noise: torch.Tensor, generator: torch.Generator = None) -> torch.Tensor:
+    """``ref`` (gamma-2.2-encoded RGB without white balance, as the dataset's ``lq_rgb``) with the noise a sensor of
+    noise profile ``noise`` leaves in its rendering: unit noise drawn at the sites of an RGGB mosaic and demosaicked
+    bilinearly (each channel interpolated from its own sites, which correlates it as a camera's rendering does),
+    scaled per pixel by √(S·x + O) of x = ref^2.2, added in linear light, clipped at 0 and encoded again. A plain
+    camera's rendering (gamma 2.2, no colour matrix) up to its JPEG compression; a colour matrix amplifies it.
+
+    Args:
+        ref (Tensor): (N, 3, h, w) in [0, 1], h and w even.
+        noise (Tensor): (N, 2, 2, 2) [S, O] over the RGGB cell (the dataset's ``noise``, colour augmentation included).
+        generator (torch.Generator | None): For the draws. Default: None (the global one).
+    """
+    from sdan_basicsr.data.raw_utils import JPEG_GAMMA
+
+    n, _, h, w = ref.shape
+    sites = torch.zeros(3, 1, 2, 2, dtype=torch.float32, device=ref.device)  # RGGB: R (0, 0), G (0, 1) (1, 0), B (1, 1)
+    sites[0, 0, 0, 0] = sites[1, 0, 0, 1] = sites[1, 0, 1, 0] = sites[2, 0, 1, 1] = 1
+    planes = torch.randn((n, 1, h, w), generator=generator, device=ref.device) * sites.repeat(1, 1, h // 2, w // 2)[
+        :, 0].unsqueeze(0)
+    rb = torch.tensor([[1., 2., 1.], [2., 4., 2.], [1., 2., 1.]], device=ref.device) / 4
+    g = torch.tensor([[0., 1., 0.], [1., 4., 1.], [0., 1., 0.]], device=ref.device) / 4
+    kernels = torch.stack([rb, g, rb]).unsqueeze(1)  # bilinear demosaicking of each channel from its sites
+    unit = F.conv2d(F.pad(planes, (1, 1, 1, 1), mode='reflect'), kernels, groups=3)
+    shot, read = (noise[:, i].flatten(1)[:, [0, 1, 3]].view(-1, 3, 1, 1).float() for i in (0, 1))  # R, G, B
+    x = ref.float().clamp(0, 1).pow(JPEG_GAMMA)
+    x = (x + (shot * x + read).clamp(min=0).sqrt() * unit).clamp(0, 1)
+    return x.pow(1 / JPEG_GAMMA).to(ref.dtype)
+
+
 def blur_reference(ref: torch.Tensor, sigma: float) -> torch.Tensor:
     """``ref`` under a Gaussian blur of standard deviation ``sigma`` pixels (kernel ±3σ, reflected borders)."""
     if sigma == 0:
@@ -86,6 +115,11 @@ class SDANModel(SRModel):
       training learns to take detail from Y' through the offsets, which the test-time reference does not have
       (``bench/RESULTS.md``, generalization; ``bench/ref_blur_fit.py`` measures the σ that makes Y' look like
       the input's RGB).
+    - ``train.ref_noise: true`` (needs the dataset's ``noise_profile``): the training reference, after ``ref_blur``,
+      gets the sensor noise of the input (:func:`noisy_reference`), as the test-time reference, the input's own
+      RGB, has it. The reference steers only the offsets; trained on clean references, the offsets follow the
+      test-time reference's noise, and the squared deformable convolution then draws it as texture at high ISO
+      (``bench/RESULTS.md``, Pretrained SDAN). eq. (6)'s X' term still compares with the clean Y'.
     - On a CPU, freed memory is kept for reuse in the process
       (:func:`~sdan_basicsr.utils.cpu_memory.retain_freed_memory`, off with ``SDAN_RETAIN_MEMORY=0``): without it
       every large map is a fresh ``mmap`` whose pages the kernel zeroes.
@@ -112,6 +146,7 @@ class SDANModel(SRModel):
             raise ValueError(f'val.ref: {self.val_ref!r} is not one of {VAL_REFS}')
         self.amp_train = parse_amp(opt['train'].get('amp'), 'train.amp') if opt['is_train'] else 'fp32'
         self.ref_blur = parse_ref_blur(opt['train'].get('ref_blur')) if opt['is_train'] else 0.
+        self.ref_noise = bool(opt['train'].get('ref_noise', False)) if opt['is_train'] else False
         super().__init__(opt)
         if self.device.type == 'cpu' and retain_freed_memory():
             get_root_logger().info('CPU: freed memory is kept for reuse (sdan_basicsr.utils.cpu_memory)')
@@ -195,6 +230,11 @@ class SDANModel(SRModel):
     def optimize_parameters(self, current_iter):
         ref = downsample_to(self.gt, self.lq.shape[-2:]) if self.uses_ref else None
         net_ref = blur_reference(ref, self.ref_blur) if self.uses_ref else None
+        if self.ref_noise and self.uses_ref:
+            if self.noise is None:
+                raise KeyError("train.ref_noise needs the training dataset's noise profiles: set its "
+                               'noise_profile: true')
+            net_ref = noisy_reference(net_ref, self.noise)
         step_g = self.net_d is None or (current_iter % self.net_d_iters == 0
                                         and current_iter > self.net_d_init_iters)
         loss_dict = OrderedDict()

@@ -20,7 +20,7 @@ BASICSR_TRAIN = ('ema_decay', 'optim_g', 'optim_d', 'scheduler', 'total_iter', '
                  'perceptual_opt', 'gan_opt', 'ldl_opt', 'net_d_iters', 'net_d_init_iters', 'fix_flow', 'flow_lr_mul',
                  'tsa_iter', 'dcn_lr_mul', 'r1_reg_weight', 'path_reg_weight', 'use_grad_clip', 'gt_size')
 #: Keys the plugin adds to ``train:`` (read by ``SDANModel``).
-PLUGIN_TRAIN = ('amp', 'channels_last', 'ref_blur')
+PLUGIN_TRAIN = ('amp', 'channels_last', 'ref_blur', 'ref_noise')
 KNOWN_TRAIN = BASICSR_TRAIN + PLUGIN_TRAIN
 REQUIRED_TRAIN = ('optim_g', 'total_iter')
 #: Keys of ``val:`` that BasicSR's models read.
