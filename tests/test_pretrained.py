@@ -26,15 +26,17 @@ def test_shipped_weights_carry_their_network_options():
 def test_sdan_zoom_uses_the_shipped_weights_and_beats_bicubic(tmp_path, capsys):
     """One small held-out scene (a photograph never trained on, through the demo's camera, no misalignment)."""
     make_demo(str(tmp_path), num_scenes=1, num_test=1, size=384, seed=0, residual=0.)
-    item = SRRAWPairedDataset({'name': 't', 'dataroot': str(tmp_path / 'test'), 'phase': 'test'})[0]
     args = zoom._parser().parse_args([str(tmp_path / 'test' / '00001' / '00006.ARW')])
     assert args.weights is None
     net = zoom.load_network(args)
     assert SHIPPED_WEIGHTS in capsys.readouterr().out  # the path of the weights it used is printed
+    item = SRRAWPairedDataset({'name': 't', 'dataroot': str(tmp_path / 'test'), 'phase': 'test',
+                               'noise_profile': net.noise_input})[0]
     lq, ref, gt = item['lq'][None], item['lq_rgb'][None], item['gt'][None]
+    noise = item['noise'][None] if net.noise_input else None
     h, w = lq.shape[-2:]
     with torch.no_grad():
-        sr = net(pad_to_multiple(lq, 8), pad_to_multiple(ref, 8)).sr[..., :4 * h, :4 * w]
+        sr = net(pad_to_multiple(lq, 8), pad_to_multiple(ref, 8), noise).sr[..., :4 * h, :4 * w]
     bicubic = F.interpolate(ref, scale_factor=4, mode='bicubic', align_corners=False)
     # sdan-zoom's default colours: the output matched to the RAW's own rendering, here the input's RGB
     hwc = sr[0].permute(1, 2, 0).numpy()

@@ -10,7 +10,7 @@ from sdan_basicsr.models.sdan_model import blur_reference, downsample_to
 from sdan_basicsr.utils.options_check import OptionError, check_option_file
 
 
-def _spied_step(tmp_path, **train):
+def _spied_step(tmp_path, batch=None, **train):
     """One training step; returns (reference the network saw, Y' the loss saw, the batch)."""
     torch.manual_seed(0)
     model = build_model(_opt(tmp_path, **train))
@@ -26,7 +26,7 @@ def _spied_step(tmp_path, **train):
         return loss(sr, gt, aligned, aligned_gt, mask)
 
     model.net_g.forward, model.cri_pix.forward = net_spy, loss_spy
-    batch = _batch(side=24)
+    batch = batch or _batch(side=24)
     model.feed_data(batch)
     model.optimize_parameters(1)
     return seen['net_ref'], seen['loss_ref'], batch
@@ -44,6 +44,14 @@ def test_ref_blur_feeds_the_network_a_blurred_reference_and_the_loss_the_sharp_o
     assert torch.equal(loss_ref, target)
     torch.testing.assert_close(net_ref, blur_reference(target, 0.8))
     assert (net_ref - target).abs().mean() > 0.02  # the blur is really there (0.034 on this noise)
+
+
+def test_ref_noise_feeds_the_network_a_noisy_reference_and_the_loss_the_clean_one(tmp_path):
+    noise = torch.tensor([[[4e-3, 4e-3], [4e-3, 4e-3]], [[5e-5, 5e-5], [5e-5, 5e-5]]]).repeat(2, 1, 1, 1)
+    net_ref, loss_ref, batch = _spied_step(tmp_path, dict(_batch(side=24), noise=noise), ref_blur=0.8, ref_noise=True)
+    target = downsample_to(batch['gt'], (24, 24))
+    assert torch.equal(loss_ref, target)
+    assert 0.01 < (net_ref - blur_reference(target, 0.8)).abs().mean() < 0.1
 
 
 def test_blur_reference_keeps_flat_fields_and_damps_the_finest_pattern():
