@@ -8,9 +8,13 @@ where the reference's detail is what steers the offsets. Rows per tree (PSNR, RG
 ``pretrained_eval.py``'s ``test.py`` runs; the network run whole, padded by itself): the reference as is, under a
 Gaussian blur of σ 1 and 2 input pixels, and bicubic.
 
-    python bench/reference_noise.py [--weights sdan_basicsr/weights/sdan_x4_bayer.pth] [--trees demo noise_high ...]
+    python bench/reference_noise.py [--weights sdan_basicsr/weights/sdan_x4_bayer.pth] [--trees demo noise_high ...] \
+        > bench/reference_noise.md
 """
 import argparse
+import datetime
+import os
+import platform
 import sys
 from os import path as osp
 
@@ -43,7 +47,10 @@ def main() -> None:
     args = parser.parse_args()
     net = build_network(args.weights).eval()
     psnr = dict(type='calculate_psnr', crop_border=32, test_y_channel=False)
-    print(f'`python bench/reference_noise.py --weights {osp.relpath(osp.abspath(args.weights), ROOT)}`\n')
+    threads = int(os.environ.get('OMP_NUM_THREADS') or os.cpu_count())
+    print(f'`python bench/reference_noise.py --weights {osp.relpath(osp.abspath(args.weights), ROOT)}`, '
+          f'{platform.processor() or platform.machine()}, {threads} thread{"s" if threads > 1 else ""}, '
+          f'{datetime.date.today()}; PSNR (RGB, 32-px border crop) on the held-out trees.\n')
     print('| tree | bicubic | ' + ' | '.join(f'SDAN, reference blurred σ {s:g}' if s else 'SDAN, reference as is'
                                            for s in REF_BLURS) + ' |')
     print('|---|---|' + '---|' * len(REF_BLURS))
