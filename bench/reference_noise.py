@@ -28,10 +28,22 @@ sys.path.insert(0, osp.join(ROOT, 'bench'))
 
 from pretrained_eval import ROBUST_TREES, tree_folder  # noqa: E402
 
+from sdan_basicsr.archs.sdan_arch import SDAN  # noqa: E402
 from sdan_basicsr.data.srraw_dataset import SRRAWPairedDataset  # noqa: E402
 from sdan_basicsr.models.sdan_model import blur_reference  # noqa: E402
-from sdan_basicsr.tools.zoom import build_network  # noqa: E402
-from sdan_basicsr.weights import SHIPPED_WEIGHTS  # noqa: E402
+from sdan_basicsr.tools.zoom import infer_sdan_options, load_weights  # noqa: E402
+from sdan_basicsr.weights import SHIPPED_WEIGHTS, network_options  # noqa: E402
+
+
+def load(weights: str) -> SDAN:
+    """The network of ``weights``: their stored options, else the shipped network's with what the shapes say (a
+    training's own checkpoint; ``image_skip`` leaves no weight to read it off)."""
+    state, stored = load_weights(weights)
+    options = stored or {**network_options(SHIPPED_WEIGHTS), **infer_sdan_options(state, weights)}
+    net = SDAN(**{k: v for k, v in options.items() if k != 'type'})
+    net.load_state_dict(state)
+    return net.eval()
+
 
 #: Blurs of the test-time reference, σ in input pixels (0: as it is).
 REF_BLURS = (0., 1., 2.)
@@ -45,7 +57,7 @@ def main() -> None:
     parser.add_argument('--weights', default=SHIPPED_WEIGHTS)
     parser.add_argument('--trees', nargs='+', default=['demo', *ROBUST_TREES], choices=['demo', *ROBUST_TREES])
     args = parser.parse_args()
-    net = build_network(args.weights).eval()
+    net = load(args.weights)
     psnr = dict(type='calculate_psnr', crop_border=32, test_y_channel=False)
     threads = int(os.environ.get('OMP_NUM_THREADS') or os.cpu_count())
     print(f'`python bench/reference_noise.py --weights {osp.relpath(osp.abspath(args.weights), ROOT)}`, '
