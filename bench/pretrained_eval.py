@@ -80,14 +80,19 @@ def network_force(weights: str) -> list:
     state, stored = load_weights(weights)
     network = stored or infer_sdan_options(state, weights)
     with open(osp.join(ROOT, SDAN_OPT), encoding='utf-8') as f:
-        base = yaml.safe_load(f)['network_g']
+        opt = yaml.safe_load(f)
+    base, profiles = opt['network_g'], opt['datasets']['test'].get('noise_profile', False)
     def same(a, b):  # in_gamma is read off a float32 buffer
         return abs(a - b) <= 1e-6 * abs(b) if isinstance(a, float) and isinstance(b, float) else a == b
 
     defaults = {k: p.default for k, p in inspect.signature(SDAN).parameters.items()}
+    if stored:  # an option the file's network_g leaves out is SDAN's default (what the shapes say is all there)
+        network = {**defaults, **network}
     force = [f'network_g:{k}={str(v).lower() if isinstance(v, bool) else v}' for k, v in network.items()
              if k != 'type' and not same(v, base.get(k, defaults.get(k)))]
-    return force + (['datasets:test:noise_profile=true'] if network.get('noise_input') else [])
+    if bool(network.get('noise_input')) != profiles:
+        force.append(f"datasets:test:noise_profile={str(bool(network.get('noise_input'))).lower()}")
+    return force
 
 
 def run_test(opt: str, name: str, dataroot: str, weights: str = None) -> None:

@@ -5,6 +5,12 @@
 #   bash scripts/train_pretrained.sh            train (resumes from experiments/ or from checkpoints/)
 #   bash scripts/train_pretrained.sh --keep     copy the latest training state into checkpoints/ (a few MB, kept in
 #                                               the repository so that a training survives the machine)
+#   bash scripts/train_pretrained.sh --finetune the second stage, what ships: the first stage's iteration 12 000
+#                                               (checkpoints/) 4000 iterations more on the clean-target corpus
+#                                               (datasets/sdan_corpus_clean, once) with noise_input and ref_noise;
+#                                               then python -m sdan_basicsr.weights
+#                                               experiments/SDAN_finetune_x4_bayer/models/net_g_4000.pth
+#                                               -opt options/test_sdan_pretrained.yml
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 NAME=SDAN_pretrained_x4_bayer
@@ -25,6 +31,18 @@ fi
 
 bash "$ROOT/scripts/setup_env.sh"
 bash "$ROOT/scripts/get_photos.sh"
+if [ "${1:-}" = "--finetune" ]; then
+    if [ ! -f datasets/sdan_corpus_clean/demo_meta.json ]; then
+        .venv/bin/sdan-make-demo datasets/sdan_corpus_clean --camera random --photos debian skimage \
+            --no-color-variation --num-scenes 186 --num-test 10 --size 768 --residual 3 --clean-targets --jobs 2
+    fi
+    exec .venv/bin/python sdan_basicsr/train.py -opt options/train_sdan_pretrained.yml --auto_resume --force_yml \
+        name=SDAN_finetune_x4_bayer datasets:train:dataroot=datasets/sdan_corpus_clean/train \
+        datasets:val:dataroot=datasets/sdan_corpus_clean/test datasets:train:noise_profile=true \
+        datasets:val:noise_profile=true network_g:noise_input=true train:ref_noise=true path:strict_load_g=false \
+        path:pretrain_network_g=checkpoints/SDAN_pretrained_x4_bayer/net_g_12000.pth 'train:optim_g:lr=!!float 1.3e-4' \
+        'train:scheduler:periods=[4000]' 'train:scheduler:restart_weights=[1]' train:total_iter=4000 val:val_freq=1000
+fi
 if [ ! -f datasets/sdan_corpus/demo_meta.json ]; then
     .venv/bin/sdan-make-demo datasets/sdan_corpus --camera random --photos debian skimage --no-color-variation \
         --num-scenes 186 --num-test 10 --size 768 --residual 3 --jobs 2

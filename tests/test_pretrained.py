@@ -43,9 +43,10 @@ def test_sdan_zoom_uses_the_shipped_weights_and_beats_bicubic(tmp_path, capsys):
     matched = torch.from_numpy(match_color(hwc, ref[0].permute(1, 2, 0).numpy())).permute(2, 0, 1)[None]
     gains = [_psnr(out, gt, 16) - _psnr(bicubic, gt, 16) for out in (sr, matched)]
     print(f'{TEST_PHOTOS[0]}: SDAN {gains[0]:+.2f} dB over bicubic, colour-matched {gains[1]:+.2f} dB')
-    # measured with the shipped iteration 12000: +0.79 plain, +0.82 colour-matched; the target of +1 dB is not
-    # reached yet (bench/RESULTS.md, pretrained SDAN)
-    assert np.isfinite(gains).all() and min(gains) >= 0.5
+    # measured with the shipped weights (ref_noise stage, 12 000 + 4000 iterations): +0.92 plain, +0.97
+    # colour-matched (the first stage alone: +0.79, +0.82); the target of +1 dB is not reached yet (bench/RESULTS.md,
+    # pretrained SDAN)
+    assert np.isfinite(gains).all() and min(gains) >= 0.8
 
 
 def test_pretrained_eval_fits_the_network_to_any_checkpoint(tmp_path):
@@ -67,9 +68,9 @@ def test_pretrained_eval_fits_the_network_to_any_checkpoint(tmp_path):
     checkpoint = str(tmp_path / 'net_g_10.pth')
     torch.save({'params': net.state_dict()}, checkpoint)  # as BasicSR's save_network: no options in the file
     assert pretrained_eval.network_force(checkpoint) == ['network_g:num_feat=32', 'network_g:num_block=3']
-    torch.save({'params': build_network(dict(shipped, noise_input=True)).state_dict()}, checkpoint)
-    assert pretrained_eval.network_force(checkpoint) == ['network_g:noise_input=true',
-                                                         'datasets:test:noise_profile=true']  # and its test data's
+    torch.save({'params': build_network(dict(shipped, noise_input=False)).state_dict()}, checkpoint)
+    assert pretrained_eval.network_force(checkpoint) == ['network_g:noise_input=false',
+                                                         'datasets:test:noise_profile=false']  # and its test data's
     # its side-by-side names the training it comes from
     assert pretrained_eval.checkpoint_name(checkpoint) == 'net_g_10'
     assert pretrained_eval.checkpoint_name('experiments/SDAN_x/models/net_g_4000.pth') == 'SDAN_x 4000'
