@@ -218,3 +218,29 @@ def test_plain_arch_and_gan_train_through_sdan_model(demo_root, tmp_path):
     log = _train_log(tmp_path, 'sdan_gan')
     assert re.search(r'l_pix: .*l_g_gan: .*l_d_real: ', log)
     assert (tmp_path / 'experiments' / 'sdan_gan' / 'models' / 'net_d_latest.pth').is_file()
+
+
+def test_shipped_weights_fine_tune_and_test_through_the_launchers(demo_root, tmp_path):
+    """The shipped SDAN as docs/training.md starts from it (``pretrain_network_g`` with its ``noise_input``, the
+    datasets' noise profiles, ``ref_noise``), and ``options/test_sdan_pretrained.yml`` as written, on a tiny tree."""
+    from sdan_basicsr.weights import SHIPPED_WEIGHTS
+
+    name = 'shipped_finetune'
+    small = [f'val:metrics:{m}:crop_border=8' for m in ('psnr', 'ssim', 'lpips')]  # the tree's images are small
+    opt = os.path.join(REPO_ROOT, 'options', 'train_sdan_pretrained.yml')
+    _run([TRAIN, '-opt', opt, '--force_yml', f'name={name}', f'datasets:train:dataroot={demo_root / "train"}',
+          f'datasets:val:dataroot={demo_root / "test"}', 'datasets:train:gt_size=64',
+          'datasets:train:batch_size_per_gpu=2', 'datasets:train:dataset_enlarge_ratio=1', 'network_g:noise_input=true',
+          'datasets:train:noise_profile=true', 'datasets:val:noise_profile=true', 'train:ref_noise=true',
+          f'path:pretrain_network_g={SHIPPED_WEIGHTS}', 'train:total_iter=2', 'train:scheduler:periods=[2]',
+          'train:scheduler:restart_weights=[1]', 'val:val_freq=2', 'logger:print_freq=1',
+          'logger:save_checkpoint_freq=2', *small], tmp_path)
+    log = _train_log(tmp_path, name)
+    assert f'Loading SDAN model from {SHIPPED_WEIGHTS}' in log and PSNR_RE.search(log)
+    assert (tmp_path / 'experiments' / name / 'models' / 'net_g_2.pth').is_file()
+
+    test_opt = os.path.join(REPO_ROOT, 'options', 'test_sdan_pretrained.yml')
+    _run([TEST, '-opt', test_opt, '--force_yml', 'name=shipped_test', f'datasets:test:dataroot={demo_root / "test"}',
+          f'path:pretrain_network_g={SHIPPED_WEIGHTS}', *small], tmp_path)  # its path, from the repository's root
+    result = open(glob.glob(str(tmp_path / 'results' / 'shipped_test' / 'test_*.log'))[0]).read()
+    assert PSNR_RE.search(result) and 'psnr_color_matched' in result
