@@ -215,10 +215,10 @@ def markdown(results: dict, weights: str, seconds: float) -> str:
              f'`python bench/pretrained_eval.py` with `{weights}`, {platform.processor() or platform.machine()}, '
              f'{threads} thread{"s" if threads > 1 else ""}, {datetime.date.today()}, {seconds / 60:.1f} min. '
              'PSNR / SSIM / LPIPS on photographs never trained on; colour: worst 8-bit mean-colour error of a scene '
-             'and channel (bicubic: '
-             "the camera JPEG's own colours); flat-region noise: high-pass σ in grey levels (grey minus its Gaussian "
-             f"blur of σ {HIGH_PASS_SIGMA:g}) in the target's flattest tenth of {FLAT_BLOCK}² blocks, target / "
-             'bicubic / SDAN: input noise that SDAN magnifies shows as SDAN > bicubic.\n',
+             "and channel (bicubic: the camera JPEG's own colours); flat-region noise: high-pass σ in grey levels "
+             f"(grey minus its Gaussian blur of σ {HIGH_PASS_SIGMA:g}) in the target's flattest tenth of "
+             f'{FLAT_BLOCK}² blocks, target / bicubic / SDAN: input noise that SDAN magnifies shows as SDAN > '
+             'bicubic.\n',
              '| tree | Bicubic | SDAN | SDAN, colour-matched | Δ PSNR (plain / matched) '
              '| worst colour (bicubic / SDAN) | flat-region noise (target / bicubic / SDAN) |',
              '|---|---|---|---|---|---|---|']

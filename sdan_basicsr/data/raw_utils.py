@@ -575,6 +575,15 @@ def estimate_noise_profile(mosaic: np.ndarray) -> np.ndarray:
     return profile
 
 
+def noise_profile(path: str, mosaic: np.ndarray) -> Tuple[np.ndarray, str]:
+    """(the (3, 2) noise profile of a RAW file, where it comes from): its DNG NoiseProfile
+    (:func:`read_noise_profile`), else :func:`estimate_noise_profile` of its normalised ``mosaic``."""
+    profile = read_noise_profile(path)
+    if profile is not None:
+        return profile, 'its NoiseProfile'
+    return estimate_noise_profile(mosaic), 'estimated from the mosaic'
+
+
 def site_noise_profile(profile: np.ndarray, gains: Optional[Sequence[float]] = None) -> np.ndarray:
     """(2, 2, 2) [S, O] over the 2×2 RGGB cell (SDAN's ``noise`` input) of a (3, 2) R, G, B profile; with sensor
     ``gains`` [R, G, B] (:func:`apply_sensor_gains`) the profile of the mosaic they multiply: S · g, O · g²."""

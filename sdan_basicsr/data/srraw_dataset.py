@@ -223,10 +223,7 @@ class SRRAWPairedDataset(data.Dataset):
             # read the whole RAW once: an unreadable file fails here, never during training
             mosaic = raw_utils.read_raw(lr_raw, self.black_level, self.white_level)
             mosaic_size = mosaic.shape
-            noise = None
-            if self.noise_profile:
-                noise = raw_utils.read_noise_profile(lr_raw)
-                noise = raw_utils.estimate_noise_profile(mosaic) if noise is None else noise
+            noise = raw_utils.noise_profile(lr_raw, mosaic)[0] if self.noise_profile else None
             del mosaic
             sizes = {}
             for path in (lr_jpg, hr_jpg):

@@ -54,10 +54,9 @@ def noisy_reference(ref: torch.Tensor, noise: torch.Tensor, generator: torch.Gen
     from sdan_basicsr.data.raw_utils import JPEG_GAMMA
 
     n, _, h, w = ref.shape
-    sites = torch.zeros(3, 1, 2, 2, dtype=torch.float32, device=ref.device)  # RGGB: R (0, 0), G (0, 1) (1, 0), B (1, 1)
-    sites[0, 0, 0, 0] = sites[1, 0, 0, 1] = sites[1, 0, 1, 0] = sites[2, 0, 1, 1] = 1
-    planes = torch.randn((n, 1, h, w), generator=generator, device=ref.device) * sites.repeat(1, 1, h // 2, w // 2)[
-        :, 0].unsqueeze(0)
+    sites = torch.zeros(1, 3, 2, 2, device=ref.device)  # RGGB: R (0, 0), G (0, 1) and (1, 0), B (1, 1)
+    sites[0, 0, 0, 0] = sites[0, 1, 0, 1] = sites[0, 1, 1, 0] = sites[0, 2, 1, 1] = 1
+    planes = torch.randn((n, 1, h, w), generator=generator, device=ref.device) * sites.repeat(1, 1, h // 2, w // 2)
     rb = torch.tensor([[1., 2., 1.], [2., 4., 2.], [1., 2., 1.]], device=ref.device) / 4
     g = torch.tensor([[0., 1., 0.], [1., 4., 1.], [0., 1., 0.]], device=ref.device) / 4
     kernels = torch.stack([rb, g, rb]).unsqueeze(1)  # bilinear demosaicking of each channel from its sites

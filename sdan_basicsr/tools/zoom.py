@@ -320,10 +320,7 @@ def read_inputs(raw_path: str, in_format: str, ref_path: Optional[str] = None, n
         rendering = raw_utils.render_srgb(raw, raw_path) if ref_path is None else None
     noise = None
     if noise_profile:
-        profile = raw_utils.read_noise_profile(raw_path)
-        source = 'its NoiseProfile'
-        if profile is None:
-            profile, source = raw_utils.estimate_noise_profile(mosaic), 'estimated from the mosaic'
+        profile, source = raw_utils.noise_profile(raw_path, mosaic)
         log(f'{raw_path}: noise sigma at mid-grey (0.18) {np.sqrt(profile @ [0.18, 1]).round(4).tolist()} (R, G, B), '
             f'{source}')
         noise = torch.from_numpy(raw_utils.site_noise_profile(profile))[None]
