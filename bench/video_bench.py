@@ -51,6 +51,9 @@ MSFFN_NET = dict(type='MSFFN', num_feat=32, num_frame=7, num_extract_block=2, nu
                  deformable_groups=4, mask_distance='mean')
 DKSAN_NET = dict(type='DKSAN', num_feat=32, num_frame=7, num_extract_block=2, num_rcab=[4, 3, 2, 2], upscale=16,
                  squeeze_factor=8, num_dk_align=2, num_dk_attn=2, num_dk_light=1, deformable_groups=4)
+#: MSFFN at a quarter of the benchmark's cost per iteration, to reach longer budgets: C 16, 1 extraction block, 3 MRFBs,
+#: 2 deformable groups (90 k parameters).
+MSFFN_SMALL_NET = dict(MSFFN_NET, num_feat=16, num_extract_block=1, num_block=3, deformable_groups=2)
 EDVR_NET = dict(type='EDVR', num_feat=32, num_frame=5, num_extract_block=2, num_reconstruct_block=6,
                 deformable_groups=4, with_tsa=True)
 
@@ -73,6 +76,10 @@ ROWS = {
     'msffn_generated': (4, 'MSFFN, 7 frames, generated septuplets only', 'diagnostic', MSFFN_NET),
     'msffn_centre_generated': (4, 'MSFFN, centre frame ×7, generated septuplets only', 'diagnostic',
                                _centre(MSFFN_NET)),
+    'msffn_small_generated': (4, 'MSFFN-small (C 16), 7 frames, generated septuplets only', 'budget diagnostic',
+                              MSFFN_SMALL_NET),
+    'msffn_small_centre_generated': (4, 'MSFFN-small (C 16), centre frame ×7, generated septuplets only',
+                                     'budget diagnostic', _centre(MSFFN_SMALL_NET)),
     'edvr_m': (4, 'EDVR-M (BasicSR), 5 frames', 'anchor', EDVR_NET),
     'bicubic_x16': (16, 'Bicubic', '', None),
     'dksan_backbone': (16, 'DKSAN backbone (resblocks)', 'Table 3 backbone',
@@ -89,14 +96,17 @@ ROWS = {
     'msffn_df_fed_centre': (4, 'MSFFN (DF) weights, fed the centre frame ×7', 'use of the neighbours',
                             _centre(dict(MSFFN_NET, fusion='df'))),
     'edvr_m_fed_centre': (4, 'EDVR-M weights, fed the centre frame ×5', 'use of the neighbours', _centre(EDVR_NET)),
+    'msffn_small_fed_centre': (4, 'MSFFN-small 7-frame weights, fed the centre frame ×7', 'use of the neighbours',
+                               _centre(MSFFN_SMALL_NET)),
 }
 #: Rows trained on the septuplets of some sources only: whether MSFFN learns its temporal gain when every training
 #: septuplet holds one (``bench/video_oracle.md``: vtest's, 113 of 198, hold none).
-TRAIN_SOURCES = {'msffn_generated': ['generated'], 'msffn_centre_generated': ['generated']}
+TRAIN_SOURCES = {row: ['generated'] for row in ('msffn_generated', 'msffn_centre_generated', 'msffn_small_generated',
+                                                'msffn_small_centre_generated')}
 #: Rows that are not trained but tested with the weights another row trained (same seed), every input frame replaced
 #: by the centre one: how much the 7-frame network's output depends on its neighbours.
 FED_CENTRE = {'msffn_fed_centre': 'msffn', 'dksan_fed_centre': 'dksan', 'msffn_df_fed_centre': 'msffn_df',
-              'edvr_m_fed_centre': 'edvr_m'}
+              'edvr_m_fed_centre': 'edvr_m', 'msffn_small_fed_centre': 'msffn_small_generated'}
 #: The rows of ``--smoke`` and its video set (generated clips only, 64 px) and budget.
 SMOKE_ROWS = ['bicubic_x4', 'msffn', 'msffn_centre', 'msffn_fed_centre', 'bicubic_x16', 'dksan']
 SMOKE_SET = dict(scale=(4, 16), gt_size=64, num_train_clips=4, num_test_clips=2, num_test_frames=8, num_objects=3,
@@ -331,6 +341,8 @@ CHECKS = [('msffn', 'bicubic_x4', 1.5, 'MSFFN (7 frames) over bicubic (target �
           ('msffn', 'msffn_centre', 0.3, 'MSFFN temporal gain: 7 frames over the centre frame ×7 (target ≥ 0.3 dB)'),
           ('msffn_generated', 'msffn_centre_generated', 0.3, 'MSFFN temporal gain, trained on the generated '
            'septuplets only (all of them hold one)'),
+          ('msffn_small_generated', 'msffn_small_centre_generated', 0.3, 'MSFFN-small temporal gain, trained on the '
+           'generated septuplets only'),
           ('msffn_nf3', 'msffn_centre', 0., 'N_f = 3 over N_f = 1 (Table VIII)'),
           ('msffn_nf5', 'msffn_nf3', 0., 'N_f = 5 over N_f = 3 (Table VIII)'),
           ('msffn', 'msffn_nf5', 0., 'N_f = 7 over N_f = 5 (Table VIII)'),
@@ -344,6 +356,8 @@ CHECKS = [('msffn', 'bicubic_x4', 1.5, 'MSFFN (7 frames) over bicubic (target �
           ('dksan', 'dksan_fed_centre', 0.1, 'DKSAN uses its neighbours: its weights fed 7 frames over fed the centre '
            'frame ×7 (≥ 0.1 dB)'),
           ('msffn_df', 'msffn_df_fed_centre', 0.1, 'MSFFN with one-stage fusion uses its neighbours: its weights fed '
+           '7 frames over fed the centre frame ×7 (≥ 0.1 dB)'),
+          ('msffn_small_generated', 'msffn_small_fed_centre', 0.1, 'MSFFN-small uses its neighbours: its weights fed '
            '7 frames over fed the centre frame ×7 (≥ 0.1 dB)'),
           ('edvr_m', 'edvr_m_fed_centre', 0.1, 'EDVR-M uses its neighbours: its weights fed 5 frames over fed the '
            'centre frame ×5 (≥ 0.1 dB)'),
