@@ -104,6 +104,23 @@ def test_objects_move_on_their_own(tmp_path, num_objects):
         assert blocks.max() < 0.05
 
 
+def test_a_fixed_pan_moves_every_clip_alike(tmp_path, tiny_set):
+    """``pan``: every generated clip, training and held-out, pans by that velocity, recorded in the set's metadata;
+    the frames follow it (the second frame is the first shifted by it)."""
+    pan = (1.3, -2.1)
+    paths = mvd.make_video_demo(str(tmp_path / 'set'), scale=4, gt_size=128, num_train_clips=2, num_test_clips=1,
+                                num_test_frames=7, num_objects=0, pan=pan)
+    with open(paths['meta'], encoding='utf-8') as f:
+        meta = json.load(f)
+    assert meta['args']['pan'] == list(pan)
+    assert [clip['pan']['velocity'] for clip in (*meta['train'].values(), *meta['test'].values())] == [list(pan)] * 3
+    frames = [cv2.imread(osp.join(paths['train_gt'], 'generated', '0001', f'im{i}.png')).astype(np.float32) / 255
+              for i in (1, 2)]
+    assert _block_errors(paths['meta'], frames).max() < 0.05
+    with open(tiny_set['meta'], encoding='utf-8') as f:  # random pans: the sets made before the option read the same
+        assert 'pan' not in json.load(f)['args']
+
+
 def _write_video(path: str, frames: list) -> None:
     h, w = frames[0].shape[:2]
     writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*'MJPG'), 10, (w, h))

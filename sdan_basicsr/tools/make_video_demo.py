@@ -92,14 +92,16 @@ def _window_start(extent: int, size: int, travel: float, rng: np.random.Generato
     return float(rng.uniform(low, high)) if high > low else (extent - size - travel) / 2
 
 
-def moving_crops(photo: np.ndarray, num: int, size: int,
-                 rng: np.random.Generator) -> Tuple[List[np.ndarray], dict]:
-    """``num`` size×size crops of ``photo`` whose window moves by a random sub-pixel velocity per frame (a pan).
+def moving_crops(photo: np.ndarray, num: int, size: int, rng: np.random.Generator,
+                 velocity: Optional[Sequence[float]] = None) -> Tuple[List[np.ndarray], dict]:
+    """``num`` size×size crops of ``photo`` whose window moves by a sub-pixel ``velocity`` (dy, dx) per frame (a pan),
+    random (±:data:`BACKGROUND_SPEED` each axis) when None.
 
     Returns the frames and their motion: ``origin`` (y, x) and ``velocity`` (dy, dx), HR px per frame.
     """
     h, w = photo.shape[:2]
-    velocity = rng.uniform(-BACKGROUND_SPEED, BACKGROUND_SPEED, size=2)
+    velocity = (rng.uniform(-BACKGROUND_SPEED, BACKGROUND_SPEED, size=2) if velocity is None
+                else np.asarray(velocity, dtype=np.float64))
     origin = [_window_start(extent, size, v * (num - 1), rng) for extent, v in zip((h, w), velocity)]
     crops = []
     for i in range(num):
@@ -160,10 +162,10 @@ def add_moving_objects(frames: List[np.ndarray], photos: Sequence[np.ndarray], n
 
 
 def generated_clip(background: str, photos: Dict[str, np.ndarray], num_frames: int, size: int, num_objects: int,
-                   rng: np.random.Generator) -> Tuple[List[np.ndarray], dict]:
-    """A pan over the photograph ``photos[background]`` with ``num_objects`` objects cut from the other ``photos``
-    moving on their own; quantised frames and the clip's parameters."""
-    frames, pan = moving_crops(photos[background], num_frames, size, rng)
+                   rng: np.random.Generator, pan: Optional[Sequence[float]] = None) -> Tuple[List[np.ndarray], dict]:
+    """A pan (velocity ``pan``, random when None) over the photograph ``photos[background]`` with ``num_objects``
+    objects cut from the other ``photos`` moving on their own; quantised frames and the clip's parameters."""
+    frames, pan = moving_crops(photos[background], num_frames, size, rng, pan)
     names = [p for p in photos if p != background] or [background]
     objects = add_moving_objects(frames, [photos[p] for p in names], names, num_objects, rng)
     return [_quantize(f) for f in frames], {'source': background, 'pan': pan, 'objects': objects}
@@ -177,7 +179,8 @@ def make_video_demo(out: str,
                     num_test_frames: int = 8,
                     num_objects: int = 3,
                     videos: Optional[str] = None,
-                    seed: int = 0) -> Dict[str, str]:
+                    seed: int = 0,
+                    pan: Optional[Sequence[float]] = None) -> Dict[str, str]:
     """Write a train/test video set under ``out`` and return its paths.
 
     Generated clips pan over a photograph (:data:`TRAIN_PHOTOS` for training, :data:`TEST_PHOTOS` for the held-out
@@ -208,6 +211,9 @@ def make_video_demo(out: str,
         num_objects (int): Moving objects per generated clip. Default: 3.
         videos (str | None): Folder holding the files of :data:`VIDEOS`; None: generated clips only. Default: None.
         seed (int): Seed of the crop positions and motions. Default: 0.
+        pan (Sequence[float] | None): One velocity (dy, dx), HR px per frame, for the pan of every generated clip, so
+            that a network need not measure the motion to use the neighbouring frames (a diagnostic set, with
+            ``num_objects=0``); None: a random velocity per clip. Default: None.
 
     Returns:
         dict[str, str]: ``train_gt``, ``train_lq_x{s}``, ``meta_info_file``, ``test_gt``, ``test_lq_x{s}``, ``meta``.
@@ -224,7 +230,8 @@ def make_video_demo(out: str,
              'meta': osp.join(out, META_FILE)}
     meta = {'args': {'scale': scales, 'gt_size': gt_size, 'num_train_clips': num_train_clips,
                      'num_test_clips': num_test_clips, 'num_test_frames': num_test_frames, 'num_objects': num_objects,
-                     'videos': sorted(VIDEOS) if videos else [], 'seed': seed},
+                     'videos': sorted(VIDEOS) if videos else [], 'seed': seed,
+                     **({'pan': [float(v) for v in pan]} if pan is not None else {})},
             'train': {}, 'test': {}}
     if osp.isfile(paths['meta']):
         with open(paths['meta']) as f:
@@ -256,11 +263,11 @@ def make_video_demo(out: str,
     photos = {name: photo_srgb(name) for name in TRAIN_PHOTOS} if num_train_clips else {}
     for i in range(num_train_clips):
         write_train('generated', *generated_clip(TRAIN_PHOTOS[i % len(TRAIN_PHOTOS)], photos, SEPTUPLET, gt_size,
-                                                 num_objects, rng))
+                                                 num_objects, rng, pan))
     photos = {name: photo_srgb(name) for name in TEST_PHOTOS} if num_test_clips else {}
     for i in range(num_test_clips):
         frames, info = generated_clip(TEST_PHOTOS[i % len(TEST_PHOTOS)], photos, num_test_frames, gt_size, num_objects,
-                                      rng)
+                                      rng, pan)
         write_test(info['source'], frames, info)
     for name, (split, reduce) in (VIDEOS.items() if videos else ()):
         source, start = osp.splitext(name)[0], 0
@@ -290,6 +297,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                         help=f'also cut the videos of DIR into clips ({", ".join(VIDEOS)}; opencv-doc installs them '
                         f'in {OPENCV_VIDEOS})')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--pan', type=float, nargs=2, metavar=('DY', 'DX'),
+                        help='one pan velocity (HR px per frame) for every generated clip; default: random per clip')
     parser.add_argument('--bench', action='store_true',
                         help="the video benchmark's set (BENCH_SET; the other options are ignored)")
     args = parser.parse_args(argv)
@@ -297,7 +306,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         paths = make_video_demo(args.out, **BENCH_SET)
     else:
         paths = make_video_demo(args.out, args.scale, args.gt_size, args.train_clips, args.test_clips,
-                                args.test_frames, args.objects, args.videos, args.seed)
+                                args.test_frames, args.objects, args.videos, args.seed, args.pan)
     for name, path in paths.items():
         print(f'{name}: {path}')
 
