@@ -158,6 +158,8 @@ def train_options(row: str, seed: int, data: str, args) -> dict:
     train = opt['datasets']['train']
     train.update(_data_paths(data, scale), name='VideoBench', num_frame=num_frame(row), gt_size=args.gt_size[scale],
                  batch_size_per_gpu=args.batch)
+    if args.no_flip_rot:
+        train.update(use_hflip=False, use_rot=False)
     if row in TRAIN_SOURCES:
         train['meta_info_file'] = _meta_info(train['meta_info_file'], TRAIN_SOURCES[row], args.work)
     opt['datasets'] = {'train': train}  # no validation: the held-out clips are only tested, after training
@@ -435,6 +437,8 @@ def main() -> None:
                         'the same row and seed there and trains --iters more (a longer budget in rounds)')
     parser.add_argument('--keep', help='a second home of the finished rows, read when --work lacks them (default '
                         'bench/video_bench_rows/<name of --work>, kept in the repository; --smoke: none)')
+    parser.add_argument('--no-flip-rot', action='store_true', help='train without flips and 90° rotations, so that a '
+                        'set whose clips all move alike (make_video_demo --pan) keeps one motion')
     parser.add_argument('--no-picture', action='store_true', help='no picture beside the report (another report '
                         'shows the same rows)')
     parser.add_argument('--smoke', action='store_true', help='prove the bench end to end: tiny clips, a few '
@@ -448,6 +452,7 @@ def main() -> None:
     args.iters = args.iters or (2 if smoke else 1000)
     args.batch = args.batch or (1 if smoke else 4)
     args.seeds = args.seeds or ([0] if smoke else [0, 1])
+    work_given = args.work is not None
     args.work = osp.abspath(args.work or osp.join(ROOT, 'experiments', 'video_bench_smoke' if smoke else 'video_bench'))
     args.init = args.init and osp.abspath(args.init)
     args.keep = osp.abspath(args.keep) if args.keep else (
@@ -476,9 +481,12 @@ def main() -> None:
         sources[key.split('/')[0]] = sources.get(key.split('/')[0], 0) + 1
     command = 'python bench/video_bench.py' + ' '.join(
         [''] + (['--smoke'] if smoke else []) + (['--no-picture'] if args.no_picture else [])
+        + (['--no-flip-rot'] if args.no_flip_rot else [])
+        + ([f'--data {osp.relpath(data, ROOT)}'] if args.data else [])
         + [f'--rows {" ".join(args.rows)}', f'--iters {args.iters}', f'--batch {args.batch}',
            f'--seeds {" ".join(map(str, args.seeds))}']
-        + ([f'--work {osp.relpath(args.work, ROOT)}', f'--init {osp.relpath(args.init, ROOT)}'] if args.init else []))
+        + ([f'--work {osp.relpath(args.work, ROOT)}'] if args.init or work_given else [])
+        + ([f'--init {osp.relpath(args.init, ROOT)}'] if args.init else []))
     lines = [
         '# Video benchmark: MSFFN (×4) and DKSAN (×16) on held-out clips', '',
         f'Command: `{command}`; {time.strftime("%Y-%m-%d")}; {device_name(torch.device("cpu"))}, '
