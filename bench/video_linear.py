@@ -65,13 +65,21 @@ def septuplets(data: str, scale: int, sources: list):
         yield lqs, luma(osp.join(data, 'vimeo_septuplet', 'sequences', key, 'im4.png'))
 
 
-def fit(data: str, scale: int, num_frame: int, radius: int, sources: list) -> torch.Tensor:
-    """The filter (N_f·(2r+1)² + 1, s²) of ``num_frame`` frames centred on im4, by ridge least squares."""
+def dihedral(img: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k``-th of the 8 flips and 90° rotations (BasicSR's ``augment`` draws among them), 0: unchanged."""
+    return torch.rot90(img.flip(-1) if k >= 4 else img, k % 4, (-2, -1))
+
+
+def fit(data: str, scale: int, num_frame: int, radius: int, sources: list, flip_rot: bool = False) -> torch.Tensor:
+    """The filter (N_f·(2r+1)² + 1, s²) of ``num_frame`` frames centred on im4, by ridge least squares; with
+    ``flip_rot`` on every septuplet in its 8 flips and rotations, as the networks are trained."""
     first = 4 - num_frame // 2 - 1
     gram, cross, count = 0, 0, 0
     for lqs, gt in septuplets(data, scale, sources):
-        x, y = features(lqs[first:first + num_frame], radius), targets(gt, scale)
-        gram, cross, count = gram + x.T @ x, cross + x.T @ y, count + 1
+        for k in range(8 if flip_rot else 1):
+            x = features([dihedral(lq, k) for lq in lqs[first:first + num_frame]], radius)
+            y = targets(dihedral(gt, k), scale)
+            gram, cross, count = gram + x.T @ x, cross + x.T @ y, count + 1
     if not count:
         raise ValueError(f'no training septuplets of {sources or "any source"} in {data}')
     ridge = RIDGE * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype)
@@ -110,11 +118,13 @@ def main() -> None:
     parser.add_argument('--scale', type=int, default=4)
     parser.add_argument('--num-frames', type=int, nargs='+', default=[1, 3, 5, 7])
     parser.add_argument('--radius', type=int, default=3, help='window half-side r in LR pixels')
+    parser.add_argument('--flip-rot', action='store_true', help='fit on every septuplet in its 8 flips and 90° '
+                        'rotations (as the networks are trained): one filter for 8 motions')
     parser.add_argument('--sources', nargs='+', default=[], help='training septuplets of these sources only')
     parser.add_argument('--out', default=osp.join(ROOT, 'bench', 'video_linear.md'))
     args = parser.parse_args()
     start = time.time()
-    filters = {n: fit(args.data, args.scale, n, args.radius, args.sources) for n in args.num_frames}
+    filters = {n: fit(args.data, args.scale, n, args.radius, args.sources, args.flip_rot) for n in args.num_frames}
     scores = test(args.data, args.scale, filters, args.radius, max(args.num_frames) // 2)
     clips = list(scores)
     rows = ['bicubic'] + args.num_frames
@@ -122,12 +132,14 @@ def main() -> None:
     one = mean.get(1)
     command = ' '.join(['python bench/video_linear.py', f'--data {osp.relpath(args.data, ROOT)}',
                         f'--scale {args.scale}', f'--num-frames {" ".join(map(str, args.num_frames))}',
-                        f'--radius {args.radius}'] + ([f'--sources {" ".join(args.sources)}'] if args.sources else []))
+                        f'--radius {args.radius}'] + (['--flip-rot'] if args.flip_rot else [])
+                       + ([f'--sources {" ".join(args.sources)}'] if args.sources else []))
     lines = ['# Linear multi-frame filters fitted by least squares', '',
              f'Command: `{command}`; {time.strftime("%Y-%m-%d")}; {device_name(torch.device("cpu"))}, '
              f'{torch.get_num_threads()} torch threads; {time.time() - start:.0f} s.', '',
              f'Training: the septuplets of `{osp.relpath(args.data, ROOT)}`'
              + (f' from {", ".join(args.sources)}' if args.sources else '')
+             + (', each in its 8 flips and 90° rotations' if args.flip_rot else '')
              + f'; windows {2 * args.radius + 1}² LR px per frame, ridge {RIDGE} of the mean diagonal. Held-out: every '
              f'frame with a full window of {max(args.num_frames)}; PSNR on Y, no border crop.', '',
              '| row | PSNR-Y | Δ bicubic (dB) | Δ N_f = 1 (dB) | ' + ' | '.join(clips) + ' |',
