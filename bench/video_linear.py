@@ -135,8 +135,8 @@ def main() -> None:
                         f'--radius {args.radius}'] + (['--flip-rot'] if args.flip_rot else [])
                        + ([f'--sources {" ".join(args.sources)}'] if args.sources else []))
     lines = ['# Linear multi-frame filters fitted by least squares', '',
-             f'Command: `{command}`; {time.strftime("%Y-%m-%d")}; {device_name(torch.device("cpu"))}, '
-             f'{torch.get_num_threads()} torch threads; {time.time() - start:.0f} s.', '',
+             f'Command: `{command}`; {time.strftime("%Y-%m-%d")}; {device_name(torch.device("cpu"))}; '
+             f'{time.time() - start:.0f} s.', '',
              f'Training: the septuplets of `{osp.relpath(args.data, ROOT)}`'
              + (f' from {", ".join(args.sources)}' if args.sources else '')
              + (', each in its 8 flips and 90° rotations' if args.flip_rot else '')
