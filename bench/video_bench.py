@@ -51,7 +51,7 @@ MSFFN_NET = dict(type='MSFFN', num_feat=32, num_frame=7, num_extract_block=2, nu
                  deformable_groups=4, mask_distance='mean')
 DKSAN_NET = dict(type='DKSAN', num_feat=32, num_frame=7, num_extract_block=2, num_rcab=[4, 3, 2, 2], upscale=16,
                  squeeze_factor=8, num_dk_align=2, num_dk_attn=2, num_dk_light=1, deformable_groups=4)
-#: MSFFN at a quarter of the benchmark's cost per iteration, to reach longer budgets: C 16, 1 extraction block, 3 MRFBs,
+#: MSFFN at a third of the benchmark's cost per iteration, to reach longer budgets: C 16, 1 extraction block, 3 MRFBs,
 #: 2 deformable groups (90 k parameters).
 MSFFN_SMALL_NET = dict(MSFFN_NET, num_feat=16, num_extract_block=1, num_block=3, deformable_groups=2)
 EDVR_NET = dict(type='EDVR', num_feat=32, num_frame=5, num_extract_block=2, num_reconstruct_block=6,
