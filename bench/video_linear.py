@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from basicsr.metrics import calculate_psnr
 from basicsr.utils import bgr2ycbcr
 from basicsr.utils.matlab_functions import imresize
 
@@ -35,9 +36,9 @@ from bench_util import device_name  # noqa: E402
 RIDGE = 1e-4
 
 
-def luma(path: str) -> torch.Tensor:
-    """Y of an 8-bit BGR image in [0, 1] (BasicSR's ``bgr2ycbcr``, ``y_only``), (H, W)."""
-    return torch.from_numpy(bgr2ycbcr(cv2.imread(path).astype(np.float32) / 255, y_only=True))
+def luma(img: np.ndarray) -> torch.Tensor:
+    """Y in [0, 1] of an 8-bit BGR image (BasicSR's ``bgr2ycbcr``, ``y_only``), (H, W)."""
+    return torch.from_numpy(bgr2ycbcr(img.astype(np.float32) / 255, y_only=True))
 
 
 def features(lqs: list, radius: int) -> torch.Tensor:
@@ -60,9 +61,9 @@ def septuplets(data: str, scale: int, sources: list):
     for key in keys:
         if sources and key.split('/')[0] not in sources:
             continue
-        lqs = [luma(osp.join(data, f'vimeo_septuplet_matlabLRx{scale}', 'sequences', key, f'im{i}.png'))
+        lqs = [luma(cv2.imread(osp.join(data, f'vimeo_septuplet_matlabLRx{scale}', 'sequences', key, f'im{i}.png')))
                for i in range(1, 8)]
-        yield lqs, luma(osp.join(data, 'vimeo_septuplet', 'sequences', key, 'im4.png'))
+        yield lqs, luma(cv2.imread(osp.join(data, 'vimeo_septuplet', 'sequences', key, 'im4.png')))
 
 
 def dihedral(img: torch.Tensor, k: int) -> torch.Tensor:
@@ -70,38 +71,47 @@ def dihedral(img: torch.Tensor, k: int) -> torch.Tensor:
     return torch.rot90(img.flip(-1) if k >= 4 else img, k % 4, (-2, -1))
 
 
-def fit(data: str, scale: int, num_frame: int, radius: int, sources: list, flip_rot: bool = False) -> torch.Tensor:
-    """The filter (N_f·(2r+1)² + 1, s²) of ``num_frame`` frames centred on im4, by ridge least squares; with
-    ``flip_rot`` on every septuplet in its 8 flips and rotations, as the networks are trained."""
-    first = 4 - num_frame // 2 - 1
+def normal_equations(data: str, scale: int, radius: int, sources: list, flip_rot: bool = False) -> tuple:
+    """X^T X and X^T Y of the 7-frame features of every training septuplet (with ``flip_rot`` in its 8 flips and
+    rotations, as the networks are trained); those of fewer frames are their sub-blocks (:func:`fit`)."""
     gram, cross, count = 0, 0, 0
     for lqs, gt in septuplets(data, scale, sources):
         for k in range(8 if flip_rot else 1):
-            x = features([dihedral(lq, k) for lq in lqs[first:first + num_frame]], radius)
-            y = targets(dihedral(gt, k), scale)
+            x, y = features([dihedral(lq, k) for lq in lqs], radius), targets(dihedral(gt, k), scale)
             gram, cross, count = gram + x.T @ x, cross + x.T @ y, count + 1
     if not count:
         raise ValueError(f'no training septuplets of {sources or "any source"} in {data}')
+    return gram, cross
+
+
+def fit(gram: torch.Tensor, cross: torch.Tensor, num_frame: int, radius: int) -> torch.Tensor:
+    """The filter (N_f·(2r+1)² + 1, s²) of ``num_frame`` frames centred on im4, by ridge least squares on the
+    7-frame :func:`normal_equations`' rows and columns of those frames and the constant."""
+    window = (2 * radius + 1)**2
+    first = 3 - num_frame // 2
+    keep = torch.cat([torch.arange(first * window, (first + num_frame) * window), torch.tensor([len(gram) - 1])])
+    gram, cross = gram[keep][:, keep], cross[keep]
     ridge = RIDGE * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype)
     return torch.linalg.solve(gram + ridge, cross)
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(10 * torch.log10(1 / ((a.double() - b.double()) ** 2).mean()))
+def psnr(out: torch.Tensor, gt: torch.Tensor) -> float:
+    """BasicSR's ``calculate_psnr`` of two Y planes in [0, 1], unrounded, no border crop."""
+    return calculate_psnr(out.double().numpy() * 255, gt.double().numpy() * 255, 0)
 
 
 def test(data: str, scale: int, filters: dict, radius: int, half: int) -> dict:
     """{clip: {row: mean PSNR-Y}} over the frames of every held-out clip with a full window of 2·``half`` + 1."""
     scores = {}
     for clip in sorted(os.listdir(osp.join(data, 'test', 'GT'))):
-        gts = [luma(p) for p in sorted(glob.glob(osp.join(data, 'test', 'GT', clip, '*.png')))]
-        names = sorted(glob.glob(osp.join(data, 'test', f'BIx{scale}', clip, '*.png')))
-        lqs = [luma(p) for p in names]
+        gts = [luma(cv2.imread(p)) for p in sorted(glob.glob(osp.join(data, 'test', 'GT', clip, '*.png')))]
+        frames = [cv2.imread(p) for p in sorted(glob.glob(osp.join(data, 'test', f'BIx{scale}', clip, '*.png')))]
+        lqs = [luma(f) for f in frames]
         rows = {'bicubic': []}
         rows.update({n: [] for n in filters})
         for c in range(half, len(gts) - half):
             gt = gts[c]
-            bicubic = imresize(cv2.imread(names[c]).astype(np.float32) / 255, scale)
+            bicubic = imresize(frames[c].astype(np.float32) / 255, scale)
             rows['bicubic'].append(psnr(torch.from_numpy(bgr2ycbcr(np.clip(bicubic, 0, 1), y_only=True)), gt))
             for n, weights in filters.items():
                 out = features(lqs[c - n // 2:c + n // 2 + 1], radius) @ weights  # (h·w, s²)
@@ -124,7 +134,8 @@ def main() -> None:
     parser.add_argument('--out', default=osp.join(ROOT, 'bench', 'video_linear.md'))
     args = parser.parse_args()
     start = time.time()
-    filters = {n: fit(args.data, args.scale, n, args.radius, args.sources, args.flip_rot) for n in args.num_frames}
+    gram, cross = normal_equations(args.data, args.scale, args.radius, args.sources, args.flip_rot)
+    filters = {n: fit(gram, cross, n, args.radius) for n in args.num_frames}
     scores = test(args.data, args.scale, filters, args.radius, max(args.num_frames) // 2)
     clips = list(scores)
     rows = ['bicubic'] + args.num_frames
