@@ -5,7 +5,8 @@ set (``scripts/make_video_data.sh``: opencv-doc's vtest.avi and Megamind.avi, ge
 all rows with one budget, then ``sdan_basicsr/test.py`` with BasicSR's ``VideoTestDataset`` on the held-out clips
 (tree.avi, generated over the test photographs): PSNR / SSIM on Y per clip, then over the clips, as Vid4 is scored.
 Writes ``bench/video_bench.md`` (the tables, command, machine, date) and ``bench/video_bench.png`` (a held-out frame:
-bicubic | MSFFN | target at ×4, bicubic | DKSAN | target at ×16).
+bicubic | MSFFN | target at ×4, with MSFFN-small's 7-frame and centre-frame rows where they ran, bicubic | DKSAN |
+target at ×16).
 
     python bench/video_bench.py                                      # every row, 1000 iterations, seeds 0 and 1
     python bench/video_bench.py --rows bicubic_x4 msffn msffn_centre  # some rows
@@ -14,10 +15,11 @@ bicubic | MSFFN | target at ×4, bicubic | DKSAN | target at ×16).
 A row whose run finished in ``--work`` with the same options on the same video set is not trained again
 (``rows/<row>_seed<k>.json``, also kept in ``bench/video_bench_rows/<name of --work>/`` in the repository), so an
 interrupted bench resumes and rows run apart, on other days too, end up in one table. The default
-run is 28 trainings (14 rows, 2 seeds); one iteration of every trained row costs 27.3 s of single-thread CPU time at
-batch 4 (1.9 s for MSFFN, 3.7 s with PCD, 3.3 s for EDVR-M, 2.2 s for DKSAN), about 8 h on 2 free cores. Two rows
-are only tested: the 7-frame MSFFN and DKSAN weights fed the centre frame seven times (how much their output depends on
-the neighbouring frames).
+run is 34 trainings (17 rows, 2 seeds); one iteration of 14 of the trained rows costs 27.3 s of single-thread CPU time
+at batch 4 (1.9 s for MSFFN, 3.7 s with PCD, 3.3 s for EDVR-M, 2.2 s for DKSAN), the eq. (8) row as much as MSFFN,
+the two MSFFN-small rows a third of it each: about 8.5 h on 2 free cores. Five rows are only tested: the 7-frame
+weights of MSFFN, one-stage-fusion MSFFN, DKSAN, EDVR-M and MSFFN-small fed the centre frame seven times (how much
+their output depends on the neighbouring frames).
 """
 import argparse
 import copy
@@ -120,10 +122,12 @@ METRICS = {'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel'
            'ssim': {'type': 'calculate_ssim', 'crop_border': 0, 'test_y_channel': True}}
 #: The held-out frame of the picture: the middle of the first clip of tree.avi (of the first clip in the smoke set).
 PICTURE = {'clip': 'tree_00', 'frame': 17}
-#: The row the picture shows beside bicubic and the target, and its label, per scale.
-PICTURE_ROWS = {4: ('msffn', 'MSFFN'), 16: ('dksan', 'DKSAN')}
+#: The rows the picture shows beside bicubic and the target, and their labels, per scale (those the run has).
+PICTURE_ROWS = {4: (('msffn', 'MSFFN'), ('msffn_small_generated', 'MSFFN-small'),
+                    ('msffn_small_centre_generated', 'MSFFN-small centre')),
+                16: (('dksan', 'DKSAN'),)}
 #: The rows whose test (first seed) saves its images for the picture.
-PICTURED = {r for scale, (row, _) in PICTURE_ROWS.items() for r in (row, f'bicubic_x{scale}')}
+PICTURED = {r for scale, rows in PICTURE_ROWS.items() for r in [f'bicubic_x{scale}'] + [row for row, _ in rows]}
 
 
 def num_frame(row: str) -> int:
@@ -385,7 +389,8 @@ def check_lines(results: dict) -> list:
 
 
 def picture(results: dict, data: str, work: str, out: str) -> str:
-    """One held-out frame per scale: bicubic | network | target, each labelled with its PSNR-Y on that frame."""
+    """One held-out frame per scale: bicubic | each pictured network the run has | target, each labelled with its
+    PSNR-Y on that frame."""
     import cv2
     import numpy as np
     from basicsr.metrics import calculate_psnr
@@ -395,15 +400,16 @@ def picture(results: dict, data: str, work: str, out: str) -> str:
     frame = min(PICTURE['frame'], len(os.listdir(osp.join(data, 'test', 'GT', clip))) // 2)
     gt = cv2.imread(osp.join(data, 'test', 'GT', clip, f'{frame:08d}.png'))
     rows = []
-    for scale, (row, label) in PICTURE_ROWS.items():
-        shown = {f'bicubic_x{scale}': 'bicubic', row: label}
-        if not all(r in results for r in shown):
+    for scale, networks in PICTURE_ROWS.items():
+        shown = {f'bicubic_x{scale}': 'bicubic'}
+        shown.update((row, label) for row, label in networks if row in results)
+        if len(shown) == 1 or f'bicubic_x{scale}' not in results:
             continue
-        tiles = []
         found = {r: glob.glob(osp.join(work, 'results', results[r][0]['test'], 'visualization', '*', clip,
                                        f'{frame:08d}_*.png')) for r in shown}
         if not all(found.values()):  # rows of the first seed kept from another run without their images
             continue
+        tiles = []
         for r, name in shown.items():
             img = cv2.imread(found[r][0])
             psnr = calculate_psnr(img, gt, 0, test_y_channel=True)
@@ -416,7 +422,9 @@ def picture(results: dict, data: str, work: str, out: str) -> str:
             labelled.append(np.vstack([band, img]))
         rows.append(np.hstack(labelled))
     if rows:
-        cv2.imwrite(out, np.vstack(rows))
+        width = max(row.shape[1] for row in rows)  # scales with fewer networks are padded white on the right
+        cv2.imwrite(out, np.vstack([np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0)), constant_values=255)
+                                    for row in rows]))
     return f'{clip}, frame {frame}'
 
 

@@ -144,3 +144,38 @@ def test_video_bench_smoke(tmp_path):
     assert 'msffn seed 1: reusing' in reused.stdout
     missing = subprocess.run(cont + ['0'], env=env, capture_output=True, text=True)
     assert missing.returncode != 0 and 'no weights of msffn seed 0' in missing.stderr, missing.stderr[-3000:]
+
+
+def test_video_bench_picture_rows(tmp_path, monkeypatch):
+    """The picture shows bicubic, every pictured network the run has and the target per scale, each tile labelled;
+    a scale with fewer tiles is padded white, and one without its images is left out."""
+    import cv2
+    import numpy as np
+    monkeypatch.syspath_prepend(osp.join(REPO_ROOT, 'bench'))
+    import video_bench
+
+    rng = np.random.default_rng(0)
+    gt = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    (tmp_path / 'data' / 'test' / 'GT' / 'clip_00').mkdir(parents=True)
+    for frame in range(8):
+        cv2.imwrite(str(tmp_path / 'data' / 'test' / 'GT' / 'clip_00' / f'{frame:08d}.png'), gt)
+    results = {}
+    for row in ('bicubic_x4', 'msffn', 'msffn_small_generated', 'msffn_small_centre_generated', 'bicubic_x16',
+                'dksan', 'msffn_centre'):
+        results[row] = [{'test': f'{row}_test'}]
+        folder = tmp_path / 'work' / 'results' / f'{row}_test' / 'visualization' / 'Vid4' / 'clip_00'
+        folder.mkdir(parents=True)
+        noisy = np.clip(gt + rng.normal(0, 8, gt.shape), 0, 255).astype(np.uint8)
+        cv2.imwrite(str(folder / f'{4:08d}_{row}.png'), noisy)
+    out = str(tmp_path / 'picture.png')
+    assert video_bench.picture(results, str(tmp_path / 'data'), str(tmp_path / 'work'), out) == 'clip_00, frame 4'
+    img = cv2.imread(out)
+    band = 24 + 40
+    assert img.shape == (2 * band, 5 * 48, 3)  # ×4: bicubic, 3 networks, target; ×16: bicubic, DKSAN, target
+    assert np.array_equal(img[24:band, 4 * 48:], gt) and np.array_equal(img[band + 24:, 2 * 48:3 * 48], gt)
+    assert (img[band:, 3 * 48:] == 255).all()
+    assert not (img[24:band, 48:2 * 48] == 255).all()  # a network's tile, not padding
+    del results['msffn_small_centre_generated']
+    shutil.rmtree(tmp_path / 'work' / 'results' / 'dksan_test')  # kept from another run without its images
+    video_bench.picture(results, str(tmp_path / 'data'), str(tmp_path / 'work'), out)
+    assert cv2.imread(out).shape == (band, 4 * 48, 3)
