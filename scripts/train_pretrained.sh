@@ -10,7 +10,6 @@
 #                                               (datasets/sdan_corpus_clean, once) with noise_input and ref_noise;
 #                                               then python -m sdan_basicsr.weights
 #                                               experiments/SDAN_finetune_x4_bayer/models/net_g_4000.pth
-#                                               -opt options/test_sdan_pretrained.yml
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 NAME=SDAN_pretrained_x4_bayer

@@ -47,10 +47,10 @@ def _fake_model(tmp_path, net_d=True):
     """What ``save_network`` / ``save_training_state`` read from a BasicSR model, with a real optimizer."""
     net = torch.nn.Linear(2, 2)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-    opt = {'network_g': {}, 'auto_resume': True, 'path': {
+    opt = {'network_g': {'type': 'SDAN', 'num_feat': 8}, 'auto_resume': True, 'path': {
         'models': str(tmp_path / 'models'), 'training_states': str(tmp_path / 'training_states')}}
     if net_d:
-        opt['network_d'] = {}
+        opt['network_d'] = {'type': 'VGGStyleDiscriminator'}
     for folder in opt['path'].values():
         os.makedirs(folder)
     return types.SimpleNamespace(opt=opt, optimizers=[optimizer], schedulers=[], net=net,
@@ -71,7 +71,9 @@ def test_saved_files_are_basicsr_s_with_the_model_s_extra_state(tmp_path):
     state = torch.load(tmp_path / 'training_states' / '5.state', weights_only=True)
     assert set(state) == {'epoch', 'iter', 'optimizers', 'schedulers', 'scaler'} and state['scaler'] == {'scale': 2.0}
     net_g = torch.load(tmp_path / 'models' / 'net_g_5.pth', weights_only=True)
-    assert set(net_g) == {'params', 'params_ema'} and set(net_g['params']) == {'weight', 'bias'}
+    assert set(net_g) == {'params', 'params_ema', 'network_g'} and set(net_g['params']) == {'weight', 'bias'}
+    assert net_g['network_g'] == model.opt['network_g']  # the network's options beside its weights
+    assert set(torch.load(tmp_path / 'models' / 'net_d_5.pth', weights_only=True)) == {'params', 'network_d'}
 
 
 def test_save_retries_like_basicsr(tmp_path, monkeypatch):
@@ -223,7 +225,9 @@ def test_kill_inside_every_kind_of_save_then_auto_resume(demo_root, tmp_path):  
     starts = [int(v) for v in re.findall(r'Resuming training from epoch: \d+, iter: (\d+)\.', log)]
     assert starts == resumed_from, starts
     assert torch.load(exp / 'training_states' / '8.state', weights_only=True)['iter'] == 8
-    assert set(torch.load(exp / 'models' / 'net_g_8.pth', weights_only=True)) == {'params', 'params_ema'}
+    net_g = torch.load(exp / 'models' / 'net_g_8.pth', weights_only=True)
+    assert set(net_g) == {'params', 'params_ema', 'network_g'}
+    assert net_g['network_g'] == yaml.safe_load(opt_path.read_text())['network_g']  # as trained
     _final_files_all_load(exp)
 
     reference = _gan_ema_options(demo_root, 'sdan_kill_reference')

@@ -1,9 +1,10 @@
 """The shipped SDAN: it loads through ``sdan-zoom`` without ``--weights`` and beats bicubic on a held-out crop."""
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
-from sdan_basicsr.archs.sdan_arch import pad_to_multiple
+from sdan_basicsr.archs.sdan_arch import SDAN, pad_to_multiple
 from sdan_basicsr.data.color import match_color
 from sdan_basicsr.data.srraw_dataset import SRRAWPairedDataset
 from sdan_basicsr.tools import zoom
@@ -66,7 +67,10 @@ def test_pretrained_eval_fits_the_network_to_any_checkpoint(tmp_path):
     shipped = dict(network_options(SHIPPED_WEIGHTS))
     net = build_network(dict(shipped, num_feat=32, num_block=3))
     checkpoint = str(tmp_path / 'net_g_10.pth')
-    torch.save({'params': net.state_dict()}, checkpoint)  # as BasicSR's save_network: no options in the file
+    torch.save({'params': net.state_dict()}, checkpoint)  # a plain BasicSR checkpoint: no options in the file
+    assert pretrained_eval.network_force(checkpoint) == ['network_g:num_feat=32', 'network_g:num_block=3']
+    # as this project's trainings write it: the options beside the weights
+    torch.save({'params': net.state_dict(), NETWORK_KEY: dict(shipped, num_feat=32, num_block=3)}, checkpoint)
     assert pretrained_eval.network_force(checkpoint) == ['network_g:num_feat=32', 'network_g:num_block=3']
     torch.save({'params': build_network(dict(shipped, noise_input=False)).state_dict()}, checkpoint)
     assert pretrained_eval.network_force(checkpoint) == ['network_g:noise_input=false',
@@ -74,3 +78,19 @@ def test_pretrained_eval_fits_the_network_to_any_checkpoint(tmp_path):
     # its side-by-side names the training it comes from
     assert pretrained_eval.checkpoint_name(checkpoint) == 'net_g_10'
     assert pretrained_eval.checkpoint_name('experiments/SDAN_x/models/net_g_4000.pth') == 'SDAN_x 4000'
+
+
+def test_export_takes_the_options_a_checkpoint_stores(tmp_path):
+    """``python -m sdan_basicsr.weights net_g_N.pth -o out.pth``: the training's stored ``network_g`` goes into the
+    shippable file; a plain checkpoint needs ``-opt`` and says so."""
+    from sdan_basicsr.weights import export_weights, main
+
+    network = dict(network_options(SHIPPED_WEIGHTS), num_feat=8, num_block=1)
+    params = SDAN(**{k: v for k, v in network.items() if k != 'type'}).state_dict()
+    stored, plain, out = (str(tmp_path / n) for n in ('net_g_5.pth', 'plain.pth', 'out.pth'))
+    torch.save({'params': params, NETWORK_KEY: network}, stored)
+    main([stored, '-o', out])
+    assert network_options(out) == network and zoom.build_network(out).image_skip
+    torch.save({'params': params}, plain)
+    with pytest.raises(KeyError, match=f'{plain} stores no network_g options'):
+        export_weights(plain, out=out)

@@ -96,7 +96,7 @@ def test_train_validate_then_test(demo_root, tmp_path):
     assert (exp / 'models' / 'net_g_40.pth').is_file() and (exp / 'models' / 'net_g_latest.pth').is_file()
     assert (exp / 'training_states' / '40.state').is_file()
     checkpoint = torch.load(exp / 'models' / 'net_g_latest.pth', weights_only=True)
-    assert set(checkpoint) == {'params'}
+    assert set(checkpoint) == {'params', 'network_g'} and checkpoint['network_g'] == opt['network_g']
     psnrs = [float(v) for v in PSNR_RE.findall(_train_log(tmp_path, name))]
     assert len(psnrs) >= 2 and all(map(lambda v: v == v and abs(v) != float('inf'), psnrs))
     assert psnrs[-1] > psnrs[0], f'validation PSNR did not improve: {psnrs}'

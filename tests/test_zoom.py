@@ -141,7 +141,7 @@ def files(tmp_path_factory):
     cv2.imwrite(jpg, (rng.random((h, w, 3)) * 255).astype(np.uint8))
     torch.manual_seed(0)
     weights = str(root / 'net_g.pth')
-    torch.save({'params': SDAN(**TINY).state_dict()}, weights)
+    torch.save({'params': SDAN(**TINY).state_dict(), 'network_g': dict(type='SDAN', **TINY)}, weights)  # as trained
     weights_x2 = str(root / 'net_g_x2.pth')
     torch.save({'params': SDAN(upscale=2, **TINY).state_dict()}, weights_x2)
     opt = root / 'test.yml'
@@ -195,6 +195,37 @@ def test_infer_options_from_weights():
     assert inferred['in_format'] == 'bayer' and inferred['num_in_ch'] == 1 and inferred['cfa_head']
     assert inferred['in_gamma'] == pytest.approx(2.2) and not inferred['noise_input']
     assert zoom.infer_sdan_options(SDAN(num_feat=8, num_block=1, noise_input=True).state_dict(), 'w')['noise_input']
+
+
+def test_a_training_checkpoint_rebuilds_its_network_from_the_file_alone(tmp_path, capsys):
+    """``net_g_*.pth`` as training writes it (``checkpoint.save_network``) carries ``network_g``: ``image_skip``,
+    which leaves no weight, comes back without ``--opt``; a plain checkpoint's options are read off its shapes,
+    with a notice that ``image_skip`` is not among them; weights stored as another network are refused."""
+    import types
+
+    from sdan_basicsr.utils import checkpoint
+    network_g = {'type': 'SDAN', 'num_feat': 8, 'num_block': 1, 'cfa_head': True, 'image_skip': True, 'in_gamma': 2.2}
+    net = SDAN(**{k: v for k, v in network_g.items() if k != 'type'})
+    model = types.SimpleNamespace(opt={'network_g': network_g, 'path': {'models': str(tmp_path)}},
+                                  get_bare_model=lambda n: n)
+    checkpoint.save_network(model, [net, net], 'net_g', 7, param_key=['params', 'params_ema'])
+    saved = str(tmp_path / 'net_g_7.pth')
+    built = zoom.build_network(saved)
+    assert built.image_skip and built.in_gamma == pytest.approx(2.2)
+    x, ref = torch.rand(1, 1, 32, 32), torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(built(x, ref).sr, net.eval()(x, ref).sr)
+    assert 'carry no network options' not in capsys.readouterr().err
+
+    plain = str(tmp_path / 'plain.pth')
+    torch.save({'params': net.state_dict()}, plain)
+    assert not zoom.build_network(plain).image_skip
+    assert f'weights {plain} carry no network options' in capsys.readouterr().err
+
+    other = str(tmp_path / 'edvr.pth')
+    torch.save({'params': net.state_dict(), 'network_g': {'type': 'EDVR', 'num_feat': 8}}, other)
+    with pytest.raises(zoom.ZoomError, match=f"weights {other} hold a network of type EDVR"):
+        zoom.build_network(other)
 
 
 def _noise_net() -> SDAN:

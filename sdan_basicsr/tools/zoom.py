@@ -217,9 +217,16 @@ def build_network(weights: str, opt: Optional[str] = None, param_key: Optional[s
     """
     state_dict, stored = load_weights(weights, param_key)
     if stored is not None:  # stored options say what the weights cannot (image_skip leaves no weight)
+        if stored.get('type', 'SDAN') != 'SDAN':
+            raise ZoomError(f"weights {weights} hold a network of type {stored['type']} (their network_g); "
+                            'sdan-zoom runs SDAN')
         from_weights = {k: v for k, v in stored.items() if k != 'type'}
     else:
         from_weights = infer_sdan_options(state_dict, weights)
+        if opt is None:
+            print(f'sdan-zoom: weights {weights} carry no network options (a plain BasicSR checkpoint): they are '
+                  "read off the weights, image_skip off; give the training's option file with --opt if it set "
+                  'image_skip', file=sys.stderr, flush=True)
     net_opt = from_weights
     if opt is not None:
         net_opt = _network_options(opt)

@@ -78,12 +78,23 @@ def _save_with_retry(obj, path: str, what: str) -> None:
     logger.warning(f'Still cannot save {path}. Just ignore it.')
 
 
+def _plain(value):
+    """Options as plain dicts and lists (a YAML loader's ``OrderedDict`` too), which ``weights_only`` loads."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
 @master_only
 def save_network(self, net, net_label: str, current_iter, param_key='params') -> None:
     """``BaseModel.save_network`` with an atomic write: ``models/<net_label>_<iter>.pth`` (``_latest`` for -1).
 
     ``net`` and ``param_key`` may be lists (``[net_g, net_g_ema]``, ``['params', 'params_ema']``); parameters are
-    saved on the CPU without a ``module.`` prefix.
+    saved on the CPU without a ``module.`` prefix. The network's options (``network_g`` for ``net_g``) go into the
+    file beside them, so that ``sdan-zoom`` rebuilds the network from the file alone, options that leave no weight
+    (``image_skip``) included; BasicSR's ``load_network`` reads only its ``param_key``.
     """
     if current_iter == -1:
         current_iter = 'latest'
@@ -95,6 +106,9 @@ def save_network(self, net, net_label: str, current_iter, param_key='params') ->
     for net_, key_ in zip(nets, param_keys):
         state_dict = self.get_bare_model(net_).state_dict()
         save_dict[key_] = {k[len('module.'):] if k.startswith('module.') else k: v.cpu() for k, v in state_dict.items()}
+    options_key = 'network' + net_label[len('net'):]
+    if isinstance(self.opt.get(options_key), dict):
+        save_dict[options_key] = _plain(self.opt[options_key])
     _save_with_retry(save_dict, save_path, 'model')
 
 

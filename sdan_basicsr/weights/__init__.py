@@ -2,7 +2,8 @@
 
 The file holds BasicSR's ``params`` and the ``network_g`` options it was trained with, so that ``sdan-zoom`` and
 ``test.py`` rebuild the same network. Export a training's checkpoint with
-``python -m sdan_basicsr.weights experiments/<name>/models/net_g_<iter>.pth -opt options/train_sdan_pretrained.yml``.
+``python -m sdan_basicsr.weights experiments/<name>/models/net_g_<iter>.pth`` (a training's checkpoints carry their
+``network_g``; one that does not, a plain BasicSR checkpoint, takes ``-opt`` with the option file it was trained with).
 """
 import argparse
 import os
@@ -18,13 +19,19 @@ SHIPPED_WEIGHTS = osp.join(osp.dirname(osp.abspath(__file__)), 'sdan_x4_bayer.pt
 NETWORK_KEY = 'network_g'
 
 
-def export_weights(checkpoint: str, opt_path: str, out: str = SHIPPED_WEIGHTS) -> dict:
-    """Write ``checkpoint``'s ``params`` with the ``network_g`` options of ``opt_path`` to ``out`` (atomically)."""
+def export_weights(checkpoint: str, opt_path: Optional[str] = None, out: str = SHIPPED_WEIGHTS) -> dict:
+    """Write ``checkpoint``'s ``params`` with its ``network_g`` options to ``out`` (atomically): those of
+    ``opt_path`` when given, else those stored in the checkpoint."""
     params = torch.load(checkpoint, map_location='cpu', weights_only=True)
     if 'params' not in params:
         raise KeyError(f'{checkpoint} has no key params; it holds {sorted(params)}')
-    with open(opt_path, encoding='utf-8') as f:
-        network = yaml.safe_load(f)[NETWORK_KEY]
+    if opt_path is not None:
+        with open(opt_path, encoding='utf-8') as f:
+            network = yaml.safe_load(f)[NETWORK_KEY]
+    elif NETWORK_KEY in params:
+        network = params[NETWORK_KEY]
+    else:
+        raise KeyError(f'{checkpoint} stores no {NETWORK_KEY} options; give the option file it was trained with')
     shipped = {'params': params['params'], NETWORK_KEY: network}
     tmp = out + '.tmp'
     torch.save(shipped, tmp)
@@ -40,7 +47,8 @@ def network_options(path: str) -> Optional[dict]:
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description='Export a training checkpoint as shippable weights')
     parser.add_argument('checkpoint', help='net_g_<iter>.pth of a training')
-    parser.add_argument('-opt', required=True, help='the training option file (its network_g goes into the file)')
+    parser.add_argument('-opt', help='the option file whose network_g goes into the file (default: the one the '
+                        'checkpoint stores)')
     parser.add_argument('-o', '--out', default=SHIPPED_WEIGHTS)
     args = parser.parse_args(argv)
     export_weights(args.checkpoint, args.opt, args.out)
