@@ -78,15 +78,6 @@ def _save_with_retry(obj, path: str, what: str) -> None:
     logger.warning(f'Still cannot save {path}. Just ignore it.')
 
 
-def _plain(value):
-    """Options as plain dicts and lists (a YAML loader's ``OrderedDict`` too), which ``weights_only`` loads."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
 @master_only
 def save_network(self, net, net_label: str, current_iter, param_key='params') -> None:
     """``BaseModel.save_network`` with an atomic write: ``models/<net_label>_<iter>.pth`` (``_latest`` for -1).
@@ -108,7 +99,7 @@ def save_network(self, net, net_label: str, current_iter, param_key='params') ->
         save_dict[key_] = {k[len('module.'):] if k.startswith('module.') else k: v.cpu() for k, v in state_dict.items()}
     options_key = 'network' + net_label[len('net'):]
     if isinstance(self.opt.get(options_key), dict):
-        save_dict[options_key] = _plain(self.opt[options_key])
+        save_dict[options_key] = self.opt[options_key]  # BasicSR's OrderedDict: torch's weights_only loads it
     _save_with_retry(save_dict, save_path, 'model')
 
 
