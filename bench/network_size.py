@@ -7,8 +7,12 @@ The cost half of choosing the shipped network's size (the quality half is a vali
 
 Every size has the recipe's options (``options/train_sdan_pretrained.yml``: ``cfa_head``, ``image_skip``,
 ``in_gamma``). A training step: batch 8 of 48² Bayer mosaics (192² targets), forward, L1, backward and an Adam step,
-median of ``--steps`` after one warm-up. Zoom: ``tiled_forward`` of a ``--side``² mosaic in one tile (as
-``sdan-zoom`` runs a tile), fastest of two, seconds per megapixel of mosaic (a 24-MP RAW is 24 of them).
+median of ``--steps`` after one warm-up. Zoom: ``tiled_forward`` of a ``--side``² mosaic in one tile, the network
+channels-last (as ``sdan-zoom`` runs a tile on a CPU), fastest of two, seconds per megapixel of mosaic (a 24-MP RAW is
+24 of them). Both keep freed memory for reuse, as training and ``sdan-zoom`` do on a CPU
+(``sdan_basicsr.utils.cpu_memory``); without it every large map costs its page faults anew (the 32×8's zoom: 24.7
+against 15.8 s per MP here). A whole 24-MP zoom adds CPA's two statistics passes and the tiles' halos:
+``bench/zoom_memory.py --size 4000 6000 --weights …`` measures one.
 """
 import argparse
 import statistics
@@ -24,6 +28,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from bench_util import device_name  # noqa: E402
 
 from sdan_basicsr.archs.sdan_arch import SDAN  # noqa: E402
+from sdan_basicsr.utils.cpu_memory import retain_freed_memory  # noqa: E402
 from sdan_basicsr.utils.precision import autocast  # noqa: E402
 from sdan_basicsr.utils.tiled_sdan import tiled_forward  # noqa: E402
 
@@ -55,12 +60,13 @@ def train_step_seconds(net: SDAN, precision: str, steps: int) -> float:
 
 def zoom_seconds_per_mp(net: SDAN, precision: str, side: int) -> float:
     lq, ref = torch.rand(1, 1, side, side), torch.rand(1, 3, side, side)
+    net = net.eval().to(memory_format=torch.channels_last)  # as sdan-zoom runs it on a CPU
     best = float('inf')
     with torch.no_grad():
         for _ in range(2):
             start = time.perf_counter()
             with autocast('cpu', precision):
-                tiled_forward(net.eval(), lq, ref, tile=side)
+                tiled_forward(net, lq, ref, tile=side)
             best = min(best, time.perf_counter() - start)
     return best / (side * side / 1e6)
 
@@ -75,6 +81,7 @@ def main() -> None:
     parser.add_argument('--threads', type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    retain_freed_memory()
     torch.manual_seed(0)
     print(f'{device_name(torch.device("cpu"))}, {args.precision}, {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}'
           f'\n\n| SDAN | parameters | training step (s) | zoom (s per MP) | 24-MP zoom (min) |\n|---|---|---|---|---|')

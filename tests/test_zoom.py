@@ -354,6 +354,24 @@ def test_nothing_half_written_on_failure(files, capsys, monkeypatch):
     _fails(files, capsys, [files['raw'], '--weights', files['weights']], 'disk full')
 
 
+def test_tiled_keeps_a_channels_last_network_channels_last():
+    """sdan-zoom puts the network channels-last on a CPU: tiled, the body then reads F^X' in that format too (the
+    warp's grid_sample writes NCHW, and a residual sum of NCHW and channels-last maps is several times slower),
+    with the same result as untiled."""
+    net = _random_offsets_net(image_skip=True).to(memory_format=torch.channels_last)
+    formats = []
+    channels_last = lambda t: t.is_contiguous(memory_format=torch.channels_last)  # noqa: E731
+    net.body.register_forward_pre_hook(lambda m, i: formats.append(channels_last(i[0])))
+    x, ref = torch.rand(1, 1, 54, 77), torch.rand(1, 3, 54, 77)
+    with torch.no_grad():
+        full = net(x, ref)
+        tiled = tiled_forward(net, x, ref, tile=16)
+    for name, a, b in zip(full._fields, full, tiled):
+        err = ((a - b).abs().max() / a.abs().max().clamp_min(1e-12)).item()
+        assert err <= 1e-4, f'{name}: relative error {err:.2e}'
+    assert len(formats) > 1 and all(formats)
+
+
 @pytest.mark.parametrize('precision', ['bf16', 'fp16'])
 def test_tiled_equals_untiled_in_low_precision(precision):
     """Under autocast, tiled == untiled within the precision's rounding, and both stay close to float32.

@@ -56,6 +56,12 @@ def pad_to_multiple(img: torch.Tensor, multiple: int) -> torch.Tensor:
     return F.pad(img, (0, pad_w, 0, pad_h), mode=mode)
 
 
+def upsample_image(img: torch.Tensor, scale: int) -> torch.Tensor:
+    """``img`` bilinearly upsampled by ``scale`` (``image_skip``'s X' ↑ s), in NCHW: PyTorch's CPU kernel takes
+    over three times as long on a channels-last 3-channel image (a 1-MP X' ↑ 4: 255 against 75 ms)."""
+    return F.interpolate(img.contiguous(), scale_factor=scale, mode='bilinear', align_corners=False)
+
+
 class SDANOutput(NamedTuple):
     """What :class:`SDAN` returns.
 
@@ -527,7 +533,7 @@ class SDAN(nn.Module):
         feat = self.conv_body(self.body(aligned_feat)) + aligned_feat
         sr = self.tail(feat)
         if self.image_skip:
-            sr = sr + F.interpolate(aligned, scale_factor=self.upscale, mode='bilinear', align_corners=False)
+            sr = sr + upsample_image(aligned, self.upscale)
 
         offset = offset[..., :h, :w]
         s = self.upscale

@@ -21,6 +21,7 @@ from sdan_basicsr.archs.sdan_arch import (
     SDANOutput,
     gram,
     pad_to_multiple,
+    upsample_image,
 )
 from sdan_basicsr.ops.mixed_precision import run_in_float32
 from sdan_basicsr.utils.cpu_memory import mapped_empty, outside_heap, release_free_memory, resident_memory
@@ -281,6 +282,10 @@ class _TiledSDAN:
             aligned = aligned * mask
         if dcn.bias is not None:
             aligned = aligned + dcn.bias.view(1, -1, 1, 1)
+        # grid_sample writes NCHW: F^X' goes on in the convolutions' format (channels-last where sdan-zoom puts the
+        # network on a CPU), so that no residual sum of the body mixes the two formats (several times slower)
+        if dcn.weight.is_contiguous(memory_format=torch.channels_last):
+            aligned = aligned.contiguous(memory_format=torch.channels_last)
         return self.align.relu(aligned), theta
 
     def outputs(self, box: Box) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -293,7 +298,7 @@ class _TiledSDAN:
         del aligned_feat
         sr = net.tail(feat, self.tail_rows)  # by strips: the tail's 4C-channel maps of one strip at a time
         if net.image_skip:  # bilinear ×s reads one pixel around: inside the halo
-            skip = F.interpolate(aligned, scale_factor=net.upscale, mode='bilinear', align_corners=False)
+            skip = upsample_image(aligned, net.upscale)
             sr = sr.add_(skip) if sr.dtype == skip.dtype else sr + skip  # in place: one window output less
             del skip
         return _crop(sr, grown, box, net.upscale), _crop(aligned, grown, box), _crop(theta, grown, box)
