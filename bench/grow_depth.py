@@ -14,10 +14,10 @@ import os.path as osp
 import sys
 
 import torch
+from basicsr.archs import build_network as build_arch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from sdan_basicsr.archs.sdan_arch import SDAN  # noqa: E402
 from sdan_basicsr.tools.zoom import build_network  # noqa: E402
 from sdan_basicsr.utils.checkpoint import atomic_save  # noqa: E402
 from sdan_basicsr.weights import NETWORK_KEY, SHIPPED_WEIGHTS, network_options  # noqa: E402
@@ -25,13 +25,16 @@ from sdan_basicsr.weights import NETWORK_KEY, SHIPPED_WEIGHTS, network_options  
 
 def grow(weights: str, num_block: int) -> dict:
     """The checkpoint ``{'params', 'network_g'}`` of ``weights``'s network with ``num_block`` residual blocks."""
-    source = build_network(weights).eval()
-    options = dict(network_options(weights) or {})
+    options = network_options(weights)
+    if options is None:
+        raise ValueError(f'{weights} stores no network_g options (a plain BasicSR checkpoint): give a checkpoint that '
+                         'a training of this project wrote, or the shipped weights')
+    source = build_network(weights)
     old = len(source.body)
     if num_block <= old:
         raise ValueError(f'{weights} has {old} residual blocks: --num-block must be more, got {num_block}')
-    options.update(type='SDAN', num_block=num_block)
-    grown = SDAN(**{k: v for k, v in options.items() if k != 'type'}).eval()
+    options = dict(options, num_block=num_block)
+    grown = build_arch(options).eval()
     missing, unexpected = grown.load_state_dict(source.state_dict(), strict=False)
     if unexpected or any(not k.startswith('body.') for k in missing):
         raise ValueError(f'{weights} does not fit a deeper SDAN: unexpected {unexpected}, missing {missing}')

@@ -21,6 +21,7 @@ from os import path as osp
 import numpy as np
 import torch
 import torch.nn.functional as F
+from basicsr.archs import build_network
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -40,7 +41,7 @@ def load(weights: str) -> SDAN:
     training's own checkpoint; ``image_skip`` leaves no weight to read it off)."""
     state, stored = load_weights(weights)
     options = stored or {**network_options(SHIPPED_WEIGHTS), **infer_sdan_options(state, weights)}
-    net = SDAN(**{k: v for k, v in options.items() if k != 'type'})
+    net = build_network(options)
     net.load_state_dict(state)
     return net.eval()
 

@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from basicsr.archs import build_network as build_arch
 
-from sdan_basicsr.archs.sdan_arch import SDAN, pad_to_multiple
+from sdan_basicsr.archs.sdan_arch import pad_to_multiple
 from sdan_basicsr.data.color import match_color
 from sdan_basicsr.data.srraw_dataset import SRRAWPairedDataset
 from sdan_basicsr.tools import zoom
@@ -86,7 +87,7 @@ def test_export_takes_the_options_a_checkpoint_stores(tmp_path):
     from sdan_basicsr.weights import export_weights, main
 
     network = dict(network_options(SHIPPED_WEIGHTS), num_feat=8, num_block=1)
-    params = SDAN(**{k: v for k, v in network.items() if k != 'type'}).state_dict()
+    params = build_arch(network).state_dict()
     stored, plain, out = (str(tmp_path / n) for n in ('net_g_5.pth', 'plain.pth', 'out.pth'))
     torch.save({'params': params, NETWORK_KEY: network}, stored)
     main([stored, '-o', out])
