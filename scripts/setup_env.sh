@@ -11,12 +11,15 @@ stamp="$VENV/.sdan-setup-done"
 if [ ! -f "$stamp" ] || [ "$ROOT/setup.py" -nt "$stamp" ] || [ "$0" -nt "$stamp" ]; then
     # torch 2.14.1 for Linux x86_64 is PyPI's CUDA build: about 5.6 GB in the venv, and as much again while pip
     # downloads and unpacks it where no local copy of the wheels is configured. No pip cache: it would keep a third copy.
+    # Its downloads are unpacked beside the venv, not in a /tmp that may be a small RAM disk.
     export PIP_NO_CACHE_DIR=1
+    export TMPDIR="$VENV/tmp"
+    mkdir -p "$TMPDIR"
     need_gb=12
     free_gb=$(df -Pk "$VENV" | awk 'NR == 2 {print int($4 / 1048576)}')
     if [ "$free_gb" -lt "$need_gb" ]; then
         echo "setup_env.sh: only ${free_gb} GB free on the disk of $VENV; installing torch 2.14.1 and" \
-             "torchvision 0.29.1 there needs about ${need_gb} GB (set TMPDIR to a larger disk for the download)." >&2
+             "torchvision 0.29.1 there needs about ${need_gb} GB." >&2
     fi
     $PIP install -q --upgrade pip setuptools wheel
     # torch first: basicsr's setup.py imports it (basicsr_compat.md row 10)
@@ -29,5 +32,6 @@ if [ ! -f "$stamp" ] || [ "$ROOT/setup.py" -nt "$stamp" ] || [ "$0" -nt "$stamp"
     for whl in "$ROOT"/../shared/wheels/mmcv-2.2.0-*.whl; do
         [ -f "$whl" ] && $PIP install -q "$whl"
     done
+    rm -rf "$TMPDIR"
     touch "$stamp"
 fi
