@@ -15,8 +15,14 @@ back-projection: the difference from it is the gain the neighbours offer a linea
 PSNR / SSIM on Y without a border crop, as the benchmark scores. On the training septuplets, by source, the same
 measure says how much of the training signal rewards a network for using the neighbours at all.
 
+``--motion lr`` measures the motion as a network must, between the **LR** frames (DIS flow at LR, smoothed,
+resized ×4 in size and value), and leaves out the LR pixels where the centre LR frame, warped by that flow, misses
+frame ``k`` by more than ``--lr-tolerance``: no target is read, so its gain over ``N_f = 1`` is one a method can take
+from the inputs alone, with a classical motion estimate.
+
     python bench/video_oracle.py                  # datasets/video_opencv: held-out clips, training septuplets
     python bench/video_oracle.py --step 1         # every centre frame of the held-out clips (default: every 4th)
+    python bench/video_oracle.py --motion lr --out bench/video_lr_motion.md   # the motion of the LR frames
 """
 import argparse
 import glob
@@ -42,6 +48,15 @@ from bench_util import device_name  # noqa: E402
 #: any channel; twice the rounding of the LR frames) are left out of that frame's term: occlusions, flow errors,
 #: the objects' spin.
 MASK_TOLERANCE = 1.0
+#: With ``--motion lr``: LR pixels where the centre LR frame, warped by the LR flow, misses the LR frame by more than
+#: this (8-bit values, any channel) are left out (a bilinear warp at LR does not reproduce the frame's aliasing, so
+#: the tolerance is wider than the targets').
+LR_TOLERANCE = 4.0
+#: With ``--motion lr``: the LR flow is smoothed by a Gaussian of this σ (LR pixels) before use: DIS's per-pixel
+#: estimates at LR scatter by about a quarter of an HR pixel, which back-projection pays for (a sub-pixel pan of the
+#: astronaut, ``tests/test_video_oracle.py``: σ 0, 1, 2, 4 gain +0.33, +0.48, +0.54, +0.66 dB at tolerance 4; the
+#: targets' flow +1.60); 2 keeps the objects' edges.
+LR_FLOW_SIGMA = 2.0
 
 
 def resize_matrix(length: int, scale: int) -> torch.Tensor:
@@ -60,11 +75,19 @@ def downsample(x: torch.Tensor, scale: int) -> torch.Tensor:
     return torch.einsum('ih,nchw,jw->ncij', rows, x, cols)
 
 
-def flow_grid(src: np.ndarray, dst: np.ndarray) -> torch.Tensor:
-    """The sampling grid (1, H, W, 2) that warps ``src`` onto ``dst`` (8-bit BGR frames): DIS optical flow from
-    ``dst`` to ``src``, ``dst(p) ~ src(p + flow(p))``."""
+def dis_flow(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """DIS optical flow (H, W, 2) from ``dst`` to ``src`` (8-bit BGR frames): ``dst(p) ~ src(p + flow(p))``."""
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    flow = dis.calc(cv2.cvtColor(dst, cv2.COLOR_BGR2GRAY), cv2.cvtColor(src, cv2.COLOR_BGR2GRAY), None)
+    return dis.calc(cv2.cvtColor(dst, cv2.COLOR_BGR2GRAY), cv2.cvtColor(src, cv2.COLOR_BGR2GRAY), None)
+
+
+def flow_grid(src: np.ndarray, dst: np.ndarray) -> torch.Tensor:
+    """The sampling grid (1, H, W, 2) that warps ``src`` onto ``dst`` (8-bit BGR frames), by :func:`dis_flow`."""
+    return grid(dis_flow(src, dst))
+
+
+def grid(flow: np.ndarray) -> torch.Tensor:
+    """The sampling grid (1, H, W, 2) of ``grid_sample`` (``align_corners=True``) that reads ``p + flow(p)``."""
     h, w = flow.shape[:2]
     x = (np.arange(w)[None, :] + flow[..., 0]) / (w - 1) * 2 - 1
     y = (np.arange(h)[:, None] + flow[..., 1]) / (h - 1) * 2 - 1
@@ -80,18 +103,27 @@ def _tensor(img: np.ndarray) -> torch.Tensor:
     return img2tensor(img.astype(np.float32) / 255, bgr2rgb=False)[None]
 
 
-def window(gts: list, lqs: list, c: int, half: int, scale: int, tolerance: float = MASK_TOLERANCE) -> tuple:
+def window(gts: list, lqs: list, c: int, half: int, scale: int, tolerance: float = MASK_TOLERANCE,
+           motion: str = 'target', lr_tolerance: float = LR_TOLERANCE) -> tuple:
     """The terms of frame ``c``'s back-projection from frames ``c - half`` … ``c + half`` (8-bit BGR targets
     ``gts`` and LR frames ``lqs``), the centre first, then outwards: LR frames, grids from the centre (``None`` for
-    itself) and masks (1 where the warped centre target, downsampled, is within ``tolerance`` 8-bit values of the LR
-    frame)."""
+    itself) and masks. ``motion='target'``: the flow of the targets, masks 1 where the warped centre target,
+    downsampled, is within ``tolerance`` 8-bit values of the LR frame; ``'lr'``: the flow of the LR frames (×``scale``),
+    masks 1 where the warped centre LR frame is within ``lr_tolerance`` of the LR frame (the targets unread)."""
     centre = _tensor(gts[c])
     ys, grids, masks = [_tensor(lqs[c])], [None], [torch.ones_like(centre[:, :1, ::scale, ::scale])]
     for k in sorted(range(c - half, c + half + 1), key=lambda k: abs(k - c))[1:]:
         ys.append(_tensor(lqs[k]))
-        grids.append(flow_grid(gts[c], gts[k]))
-        predicted = downsample(warp(centre, grids[-1]), scale)
-        masks.append(((predicted - ys[-1]).abs().amax(1, keepdim=True) * 255 <= tolerance).float())
+        if motion == 'target':
+            grids.append(flow_grid(gts[c], gts[k]))
+            predicted = downsample(warp(centre, grids[-1]), scale)
+            masks.append(((predicted - ys[-1]).abs().amax(1, keepdim=True) * 255 <= tolerance).float())
+        else:
+            flow = cv2.GaussianBlur(dis_flow(lqs[c], lqs[k]), (0, 0), LR_FLOW_SIGMA)
+            h, w = centre.shape[-2:]
+            grids.append(grid(cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR) * scale))
+            predicted = warp(ys[0], grid(flow))
+            masks.append(((predicted - ys[-1]).abs().amax(1, keepdim=True) * 255 <= lr_tolerance).float())
     return ys, grids, masks
 
 
@@ -151,6 +183,11 @@ def main() -> None:
     parser.add_argument('--clips', nargs='+', help='held-out clips to score (default: all)')
     parser.add_argument('--tolerance', type=float, default=MASK_TOLERANCE,
                         help='LR pixels off by more than this (8-bit) from the warped centre target are left out')
+    parser.add_argument('--motion', choices=['target', 'lr'], default='target',
+                        help='measure the motion between the target frames (the oracle) or between the LR frames')
+    parser.add_argument('--lr-tolerance', type=float, default=LR_TOLERANCE,
+                        help='--motion lr: LR pixels off by more than this (8-bit) from the warped centre LR frame '
+                        'are left out')
     parser.add_argument('--out', default=osp.join(ROOT, 'bench', 'video_oracle.md'))
     args = parser.parse_args()
     scale = 4
@@ -166,7 +203,7 @@ def main() -> None:
             lq = _tensor(lqs[c])
             inside = ((lq > 0) & (lq < 1)).all(1, keepdim=True)
             worst_d = max(worst_d, float(((downsample(_tensor(gts[c]), scale) - lq).abs() * inside).max() * 255))
-            ys, grids, masks = window(gts, lqs, c, half, scale, args.tolerance)
+            ys, grids, masks = window(gts, lqs, c, half, scale, args.tolerance, args.motion, args.lr_tolerance)
             bicubic = tensor2img(F.interpolate(ys[0], scale_factor=scale, mode='bicubic', align_corners=False), False)
             rows['bicubic'].setdefault(group, []).append((calculate_psnr(bicubic, gts[c], 0, test_y_channel=True),
                                                           calculate_ssim(bicubic, gts[c], 0, test_y_channel=True), 1.))
@@ -181,15 +218,21 @@ def main() -> None:
         return float(np.mean([np.mean([v[i] for v in per]) for per in values]))
 
     lines = [
-        '# What the video clips hold: multi-frame back-projection with the motion of the targets', '',
+        '# What the video clips hold: multi-frame back-projection with the motion of the '
+        + ('targets' if args.motion == 'target' else 'LR frames'), '',
         f'Command: `python bench/video_oracle.py --splits {" ".join(args.splits)} --num-frames '
         f'{" ".join(map(str, args.num_frames))} --step {args.step} --per-source {args.per_source} --steps {args.steps}'
-        f' --tolerance {args.tolerance}' + (f' --clips {" ".join(args.clips)}' if args.clips else '')
+        + (f' --tolerance {args.tolerance}' if args.motion == 'target' else
+           f' --motion lr --lr-tolerance {args.lr_tolerance}')
+        + (f' --clips {" ".join(args.clips)}' if args.clips else '')
         + f'`; {time.strftime("%Y-%m-%d")}; {device_name(torch.device("cpu"))}; {time.time() - start:.0f} s.', '',
         f'Data: `{osp.relpath(args.data, ROOT)}`, ×{scale}. `D` against the set\'s LR frames where they are not '
         f'clipped to 0 or 255: at most {worst_d:.2f} (8-bit values; their rounding is 0.5). Motion: DIS optical flow '
-        f'between the target frames; LR pixels off by more than {args.tolerance} (8-bit) from the warped centre '
-        'target left out. PSNR / SSIM on Y, no border crop, per group then over the groups.']
+        + (f'between the target frames; LR pixels off by more than {args.tolerance} (8-bit) from the warped centre '
+           'target left out.' if args.motion == 'target' else
+           f'between the LR frames, smoothed (σ {LR_FLOW_SIGMA} LR px) and resized ×{scale}; LR pixels off by more '
+           f'than {args.lr_tolerance} (8-bit) from the warped centre LR frame left out; no target read.')
+        + ' PSNR / SSIM on Y, no border crop, per group then over the groups.']
     titles = {'test': f'Held-out clips (centre frames {half}, {half + args.step}, … of each)',
               'train': f'Training septuplets ({args.per_source} per source, centre frame im4)'}
     for split, rows in tables.items():

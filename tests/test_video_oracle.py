@@ -39,3 +39,23 @@ def test_back_projection_gains_from_a_sub_pixel_pan():
     psnr = {nf: calculate_psnr(tensor2img(video_oracle.back_project(lqs[:nf], grids[:nf], masks[:nf], 4, 40), False),
                                gts[2], 8, test_y_channel=True) for nf in (1, 5)}
     assert psnr[5] > psnr[1] + 1, psnr
+
+
+def test_back_projection_with_the_motion_of_the_lr_frames():
+    """The same pan with the motion measured between the LR frames (no target read): the neighbours still help, less
+    than with the targets' motion."""
+    photo = data.astronaut()[100:260, 150:310, ::-1].astype(np.float32) / 255
+    frames = []
+    for i in range(-2, 3):
+        shift = np.float32([[1, 0, 0.7 * i], [0, 1, 1.3 * i]])
+        frames.append(cv2.warpAffine(photo, shift, (160, 160), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT))
+    gts = [np.round(f * 255).astype(np.uint8) for f in frames]
+    lqs = [np.round(imresize(f / 255, 1 / 4) * 255).clip(0, 255).astype(np.uint8) for f in gts]
+    psnr = {}
+    for motion in ('target', 'lr'):
+        ys, grids, masks = video_oracle.window(gts, lqs, 2, 2, 4, motion=motion)
+        for nf in (1, 5):
+            out = tensor2img(video_oracle.back_project(ys[:nf], grids[:nf], masks[:nf], 4, 40), False)
+            psnr[motion, nf] = calculate_psnr(out, gts[2], 8, test_y_channel=True)
+    assert psnr["lr", 5] > psnr["lr", 1] + 0.3, psnr
+    assert psnr['lr', 5] < psnr['target', 5], psnr
