@@ -25,9 +25,8 @@ def test_downsample_is_basicsr_imresize(size):
     np.testing.assert_allclose(ours, imresize(img, 1 / 4), atol=1e-6)
 
 
-def test_back_projection_gains_from_a_sub_pixel_pan():
-    """Five frames of a pan by (0.7, 1.3) HR px per frame, LR by ``imresize``: with the motion of the targets, the
-    five-frame solution beats the one-frame one by more than 1 dB."""
+def _pan():
+    """Five frames of a pan by (0.7, 1.3) HR px per frame (8-bit BGR targets) and their LR frames by ``imresize``."""
     photo = data.astronaut()[100:260, 150:310, ::-1].astype(np.float32) / 255
     frames = []
     for i in range(-2, 3):
@@ -35,6 +34,13 @@ def test_back_projection_gains_from_a_sub_pixel_pan():
         frames.append(cv2.warpAffine(photo, shift, (160, 160), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT))
     gts = [np.round(f * 255).astype(np.uint8) for f in frames]
     lqs = [np.round(imresize(f / 255, 1 / 4) * 255).clip(0, 255).astype(np.uint8) for f in gts]
+    return gts, lqs
+
+
+def test_back_projection_gains_from_a_sub_pixel_pan():
+    """Five frames of a pan by (0.7, 1.3) HR px per frame, LR by ``imresize``: with the motion of the targets, the
+    five-frame solution beats the one-frame one by more than 1 dB."""
+    gts, lqs = _pan()
     lqs, grids, masks = video_oracle.window(gts, lqs, 2, 2, 4)
     psnr = {nf: calculate_psnr(tensor2img(video_oracle.back_project(lqs[:nf], grids[:nf], masks[:nf], 4, 40), False),
                                gts[2], 8, test_y_channel=True) for nf in (1, 5)}
@@ -44,18 +50,12 @@ def test_back_projection_gains_from_a_sub_pixel_pan():
 def test_back_projection_with_the_motion_of_the_lr_frames():
     """The same pan with the motion measured between the LR frames (no target read): the neighbours still help, less
     than with the targets' motion."""
-    photo = data.astronaut()[100:260, 150:310, ::-1].astype(np.float32) / 255
-    frames = []
-    for i in range(-2, 3):
-        shift = np.float32([[1, 0, 0.7 * i], [0, 1, 1.3 * i]])
-        frames.append(cv2.warpAffine(photo, shift, (160, 160), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT))
-    gts = [np.round(f * 255).astype(np.uint8) for f in frames]
-    lqs = [np.round(imresize(f / 255, 1 / 4) * 255).clip(0, 255).astype(np.uint8) for f in gts]
+    gts, lqs = _pan()
     psnr = {}
     for motion in ('target', 'lr'):
         ys, grids, masks = video_oracle.window(gts, lqs, 2, 2, 4, motion=motion)
         for nf in (1, 5):
             out = tensor2img(video_oracle.back_project(ys[:nf], grids[:nf], masks[:nf], 4, 40), False)
             psnr[motion, nf] = calculate_psnr(out, gts[2], 8, test_y_channel=True)
-    assert psnr["lr", 5] > psnr["lr", 1] + 0.3, psnr
+    assert psnr['lr', 5] > psnr['lr', 1] + 0.3, psnr
     assert psnr['lr', 5] < psnr['target', 5], psnr
