@@ -116,14 +116,13 @@ def window(gts: list, lqs: list, c: int, half: int, scale: int, tolerance: float
         ys.append(_tensor(lqs[k]))
         if motion == 'target':
             grids.append(flow_grid(gts[c], gts[k]))
-            predicted = downsample(warp(centre, grids[-1]), scale)
-            masks.append(((predicted - ys[-1]).abs().amax(1, keepdim=True) * 255 <= tolerance).float())
+            predicted, tol = downsample(warp(centre, grids[-1]), scale), tolerance
         else:
             flow = cv2.GaussianBlur(dis_flow(lqs[c], lqs[k]), (0, 0), LR_FLOW_SIGMA)
             h, w = centre.shape[-2:]
             grids.append(grid(cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR) * scale))
-            predicted = warp(ys[0], grid(flow))
-            masks.append(((predicted - ys[-1]).abs().amax(1, keepdim=True) * 255 <= lr_tolerance).float())
+            predicted, tol = warp(ys[0], grid(flow)), lr_tolerance
+        masks.append(((predicted - ys[-1]).abs().amax(1, keepdim=True) * 255 <= tol).float())
     return ys, grids, masks
 
 

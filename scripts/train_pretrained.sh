@@ -13,10 +13,12 @@
 #                                               experiments/SDAN_finetune_32x8/models/net_g_2000.pth
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-NAME=SDAN_size_32x8
+OPT=options/train_sdan_pretrained.yml
+cd "$ROOT"
+option() { sed -n "s/^$1: *//p" "$OPT"; }  # the value of a key of the option file, its indent included
+NAME="$(option name)"
 EXP="$ROOT/experiments/$NAME"
 KEEP="$ROOT/checkpoints/$NAME"
-cd "$ROOT"
 
 latest_state() { { ls "$1"/*.state 2>/dev/null || true; } | sed 's#.*/##; s#\.state$##' | sort -n | tail -1; }
 
@@ -36,7 +38,7 @@ if [ "${1:-}" = "--finetune" ]; then
         .venv/bin/sdan-make-demo datasets/sdan_corpus_clean --camera random --photos debian skimage \
             --no-color-variation --num-scenes 186 --num-test 10 --size 768 --residual 3 --clean-targets --jobs 2
     fi
-    exec .venv/bin/python sdan_basicsr/train.py -opt options/train_sdan_pretrained.yml --auto_resume --force_yml \
+    exec .venv/bin/python sdan_basicsr/train.py -opt "$OPT" --auto_resume --force_yml \
         name=SDAN_finetune_32x8 datasets:train:dataroot=datasets/sdan_corpus_clean/train \
         datasets:val:dataroot=datasets/sdan_corpus_clean/test datasets:train:noise_profile=true \
         datasets:val:noise_profile=true network_g:noise_input=true train:ref_noise=true path:strict_load_g=false \
@@ -44,8 +46,9 @@ if [ "${1:-}" = "--finetune" ]; then
         'train:scheduler:periods=[2000]' 'train:scheduler:restart_weights=[1]' train:total_iter=2000 val:val_freq=1000
 fi
 kept="$(latest_state "$KEEP")"
-total="$(sed -n 's/^ *total_iter: *//p' options/train_sdan_pretrained.yml)"
-if [ -n "$kept" ] && [ "$kept" -ge "$total" ] && [ -z "$(latest_state "$EXP/training_states")" ]; then
+total="$(option '  total_iter')"
+running="$(latest_state "$EXP/training_states")"
+if [ -n "$kept" ] && [ "$kept" -ge "$total" ] && [ -z "$running" ]; then
     echo "the first stage is done: the kept state is iteration $kept (total_iter $total), its iteration $total is" \
          "$KEEP/net_g_$total.pth; the second stage: bash scripts/train_pretrained.sh --finetune"
     exit 0
@@ -54,9 +57,9 @@ if [ ! -f datasets/sdan_corpus/demo_meta.json ]; then
     .venv/bin/sdan-make-demo datasets/sdan_corpus --camera random --photos debian skimage --no-color-variation \
         --num-scenes 186 --num-test 10 --size 768 --residual 3 --jobs 2
 fi
-if [ -n "$kept" ] && [ -z "$(latest_state "$EXP/training_states")" ]; then
+if [ -n "$kept" ] && [ -z "$running" ]; then
     mkdir -p "$EXP/training_states" "$EXP/models"
     cp "$KEEP/$kept.state" "$EXP/training_states/" && cp "$KEEP/net_g_$kept.pth" "$EXP/models/"
     echo "resuming from the kept iteration $kept"
 fi
-exec .venv/bin/python sdan_basicsr/train.py -opt options/train_sdan_pretrained.yml --auto_resume
+exec .venv/bin/python sdan_basicsr/train.py -opt "$OPT" --auto_resume

@@ -45,7 +45,7 @@ def test_sdan_zoom_uses_the_shipped_weights_and_beats_bicubic(tmp_path, capsys):
     matched = torch.from_numpy(match_color(hwc, ref[0].permute(1, 2, 0).numpy())).permute(2, 0, 1)[None]
     gains = [_psnr(out, gt, 16) - _psnr(bicubic, gt, 16) for out in (sr, matched)]
     print(f'{TEST_PHOTOS[0]}: SDAN {gains[0]:+.2f} dB over bicubic, colour-matched {gains[1]:+.2f} dB')
-    # measured with the shipped weights (32x8, 6000 + 2000 iterations): +1.02 plain, +1.18 colour-matched (the 16x8
+    # measured with the shipped weights (32x8, 6000 + 2000 iterations): +1.02 plain, +1.17 colour-matched (the 16x8
     # shipped before them: +0.92, +0.97; bench/RESULTS.md, pretrained SDAN)
     assert np.isfinite(gains).all() and min(gains) >= 1.0
 
